@@ -1,0 +1,131 @@
+//! The YAML file format, as serde reads it.
+//!
+//! These types mirror the file one to one and reject unknown keys. They
+//! hold no derived state: `config::load` checks them and `snapshot` turns
+//! them into the structures that serve requests.
+
+use serde::Deserialize;
+
+/// Default public listener address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+/// Process-wide settings handed to Pingora.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads that serve requests.
+    pub threads: usize,
+    /// Seconds between SIGTERM or SIGQUIT and the start of shutdown, so that
+    /// a new process can take over the listeners.
+    pub grace_period_seconds: u64,
+    /// Seconds that in-flight requests get to finish once shutdown starts.
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            grace_period_seconds: 0,
+            graceful_shutdown_timeout_seconds: 5,
+        }
+    }
+}
+
+/// One public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// `host:port` to bind, for example `0.0.0.0:8080`.
+    pub address: String,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request body, in bytes, read into memory for a script.
+    pub max_request_body_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// An origin: one or more servers that receive fall-through requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSection {
+    /// Name that routes refer to.
+    pub name: String,
+    /// `host:port` of each server; several are balanced round-robin.
+    pub servers: Vec<String>,
+    /// Connect to the servers over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent in the TLS handshake; defaults to the server's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the origin's certificate when `tls` is on.
+    #[serde(default = "default_true")]
+    pub verify_certificate: bool,
+    /// Milliseconds to wait for a TCP (and TLS) connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Milliseconds to wait for each read from the origin.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+/// A route: which requests it takes, and what serves them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Name used in logs, metrics and `request.route`.
+    pub name: String,
+    /// Host patterns: `example.com` or `*.example.com`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Take requests whose host no route names.
+    #[serde(default)]
+    pub default: bool,
+    /// Path patterns: `/health`, `/static/*`, `/users/:id`; empty means all.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Methods this route takes; empty means all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Lua script, relative to the config file's directory.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// Name of the origin that receives requests the script does not answer.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    pub server: ServerSection,
+    pub listeners: Vec<ListenerSection>,
+    pub limits: LimitsSection,
+    pub origins: Vec<OriginSection>,
+    pub routes: Vec<RouteSection>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}

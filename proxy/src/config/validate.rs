@@ -1,0 +1,322 @@
+//! Structural and semantic checks of a config file.
+//!
+//! Each section and each list item is deserialized on its own, so that one
+//! bad route does not hide the problems of the next. Semantic checks then
+//! look across sections: names, references, patterns and addresses.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::file::{ConfigFile, RouteSection};
+use super::{Config, Problem};
+use crate::routing::{HostPattern, PathPattern};
+
+/// A structural error before the file could be turned into a [`ConfigFile`].
+pub struct StructureError {
+    /// Key path, empty for the whole document.
+    pub key: String,
+    /// Line reported by the YAML parser itself, for syntax errors.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+const SECTIONS: &str = "server, listeners, limits, origins, routes";
+
+/// Deserializes `text`, collecting one error per bad section or list item.
+pub fn deserialize(text: &str) -> Result<ConfigFile, Vec<StructureError>> {
+    let document: Value = serde_yaml::from_str(text).map_err(|e| {
+        vec![StructureError {
+            key: String::new(),
+            line: e.location().map(|l| l.line()),
+            message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+        }]
+    })?;
+    let mapping = match document {
+        Value::Null => return Ok(ConfigFile::default()),
+        Value::Mapping(mapping) => mapping,
+        _ => {
+            return Err(vec![error(
+                "",
+                format!("the config must be a mapping with the sections {SECTIONS}"),
+            )])
+        }
+    };
+
+    let mut file = ConfigFile::default();
+    let mut errors = Vec::new();
+    for (key, value) in mapping {
+        let Some(name) = key.as_str() else {
+            errors.push(error("", "section names must be strings".into()));
+            continue;
+        };
+        match name {
+            "server" => section(name, value, &mut errors, |v| file.server = v),
+            "limits" => section(name, value, &mut errors, |v| file.limits = v),
+            "listeners" => file.listeners = items(name, value, &mut errors),
+            "origins" => file.origins = items(name, value, &mut errors),
+            "routes" => file.routes = items(name, value, &mut errors),
+            other => errors.push(error(
+                other,
+                format!("unknown key `{other}`; the sections are {SECTIONS}"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(errors)
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    name: &str,
+    value: Value,
+    errors: &mut Vec<StructureError>,
+    store: impl FnOnce(T),
+) {
+    if value.is_null() {
+        return;
+    }
+    match from_value(name, value) {
+        Ok(parsed) => store(parsed),
+        Err(e) => errors.push(e),
+    }
+}
+
+fn items<T: DeserializeOwned>(
+    name: &str,
+    value: Value,
+    errors: &mut Vec<StructureError>,
+) -> Vec<T> {
+    let sequence = match value {
+        Value::Null => return Vec::new(),
+        Value::Sequence(sequence) => sequence,
+        _ => {
+            errors.push(error(name, format!("`{name}` must be a list")));
+            return Vec::new();
+        }
+    };
+    let mut parsed = Vec::new();
+    for (index, item) in sequence.into_iter().enumerate() {
+        match from_value(&format!("{name}[{index}]"), item) {
+            Ok(value) => parsed.push(value),
+            Err(e) => errors.push(e),
+        }
+    }
+    parsed
+}
+
+fn from_value<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, StructureError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let mut key = prefix.to_string();
+        if inner != "." && !inner.is_empty() {
+            if !inner.starts_with('[') {
+                key.push('.');
+            }
+            key.push_str(&inner);
+        }
+        error(&key, strip_location(&e.into_inner().to_string()))
+    })
+}
+
+fn error(key: &str, message: String) -> StructureError {
+    StructureError {
+        key: key.to_string(),
+        line: None,
+        message,
+    }
+}
+
+/// Removes serde_yaml's " at line L column C" suffix; lines are reported
+/// separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(cut) => message[..cut].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Checks values and references across sections.
+pub fn check(config: &Config) -> Vec<Problem> {
+    let file = &config.file;
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| problems.push(config.problem(key, message));
+
+    if file.server.threads == 0 || file.server.threads > 1024 {
+        problem(
+            "server.threads".into(),
+            format!(
+                "threads is {}; set a number of worker threads from 1 to 1024",
+                file.server.threads
+            ),
+        );
+    }
+    if file.limits.max_request_body_bytes == 0 {
+        problem(
+            "limits.max_request_body_bytes".into(),
+            "max_request_body_bytes is 0; set a size in bytes, such as 10485760".into(),
+        );
+    }
+
+    for (index, listener) in file.listeners.iter().enumerate() {
+        if listener.address.parse::<SocketAddr>().is_err() {
+            problem(
+                format!("listeners[{index}].address"),
+                format!(
+                    "`{}` is not an IP address and port; write it as `0.0.0.0:8080` or `[::]:8080`",
+                    listener.address
+                ),
+            );
+        }
+    }
+
+    let mut origin_names = HashSet::new();
+    for (index, origin) in file.origins.iter().enumerate() {
+        let key = format!("origins[{index}]");
+        if origin.name.is_empty() {
+            problem(format!("{key}.name"), "origin name is empty".into());
+        } else if !origin_names.insert(origin.name.as_str()) {
+            problem(
+                format!("{key}.name"),
+                format!(
+                    "origin name `{}` is used twice; names must be unique",
+                    origin.name
+                ),
+            );
+        }
+        if origin.servers.is_empty() {
+            problem(
+                format!("{key}.servers"),
+                format!(
+                    "origin `{}` has no servers; list at least one `host:port`",
+                    origin.name
+                ),
+            );
+        }
+        for (server_index, server) in origin.servers.iter().enumerate() {
+            if let Err(message) = check_server_address(server) {
+                problem(format!("{key}.servers[{server_index}]"), message);
+            }
+        }
+        if origin.connect_timeout_ms == 0 {
+            problem(
+                format!("{key}.connect_timeout_ms"),
+                "connect_timeout_ms must be at least 1".into(),
+            );
+        }
+        if origin.read_timeout_ms == 0 {
+            problem(
+                format!("{key}.read_timeout_ms"),
+                "read_timeout_ms must be at least 1".into(),
+            );
+        }
+        if matches!(&origin.sni, Some(sni) if sni.is_empty()) {
+            problem(
+                format!("{key}.sni"),
+                "sni is empty; remove it to send the server's host name".into(),
+            );
+        }
+    }
+
+    let mut route_names = HashSet::new();
+    let mut default_route: Option<&str> = None;
+    for (index, route) in file.routes.iter().enumerate() {
+        let key = format!("routes[{index}]");
+        if route.name.is_empty() {
+            problem(format!("{key}.name"), "route name is empty".into());
+        } else if !route_names.insert(route.name.as_str()) {
+            problem(
+                format!("{key}.name"),
+                format!(
+                    "route name `{}` is used twice; names must be unique",
+                    route.name
+                ),
+            );
+        }
+        if route.default {
+            if let Some(first) = default_route {
+                problem(
+                    format!("{key}.default"),
+                    format!(
+                        "routes `{first}` and `{}` are both the default; keep one",
+                        route.name
+                    ),
+                );
+            }
+            default_route = Some(&route.name);
+        }
+        check_route(route, &key, &origin_names, &mut problem);
+    }
+    problems
+}
+
+fn check_route(
+    route: &RouteSection,
+    key: &str,
+    origins: &HashSet<&str>,
+    problem: &mut impl FnMut(String, String),
+) {
+    if route.hosts.is_empty() && !route.default {
+        problem(
+            format!("{key}.hosts"),
+            format!(
+                "route `{}` has no hosts; list host names or set `default: true`",
+                route.name
+            ),
+        );
+    }
+    for (index, host) in route.hosts.iter().enumerate() {
+        if let Err(message) = HostPattern::parse(host) {
+            problem(format!("{key}.hosts[{index}]"), message);
+        }
+    }
+    for (index, path) in route.paths.iter().enumerate() {
+        if let Err(message) = PathPattern::parse(path) {
+            problem(format!("{key}.paths[{index}]"), message);
+        }
+    }
+    for (index, method) in route.methods.iter().enumerate() {
+        let valid = !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic());
+        if !valid {
+            problem(
+                format!("{key}.methods[{index}]"),
+                format!("`{method}` is not an HTTP method; write it as GET, POST and so on"),
+            );
+        }
+    }
+    if route.script.is_none() && route.origin.is_none() {
+        problem(
+            key.to_string(),
+            format!(
+                "route `{}` has neither a script nor an origin; set one or both",
+                route.name
+            ),
+        );
+    }
+    if let Some(origin) = &route.origin {
+        if !origins.contains(origin.as_str()) {
+            problem(
+                format!("{key}.origin"),
+                format!("origin `{origin}` is not defined under `origins`"),
+            );
+        }
+    }
+}
+
+fn check_server_address(server: &str) -> Result<(), String> {
+    let fix = "write it as `host:port`, for example `127.0.0.1:3000`";
+    let Some((host, port)) = server.rsplit_once(':') else {
+        return Err(format!("server `{server}` has no port; {fix}"));
+    };
+    if host.is_empty() {
+        return Err(format!("server `{server}` has no host; {fix}"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("server `{server}` has an invalid port; {fix}")),
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,15 @@
+//! Actias: a reverse proxy on Pingora that runs Luau fetch handlers inline.
+//!
+//! A request flows through `proxy`, which looks up its route in the
+//! current `snapshot` (built from `config` by `routing`, `origin` and
+//! `script`), runs the route's script with the `bindings` installed, and
+//! either answers from Lua or forwards to the origin.
+
+pub mod bindings;
+pub mod config;
+pub mod origin;
+pub mod proxy;
+pub mod routing;
+pub mod script;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,61 @@
+//! State carried through the phases of one request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::script::RequestEdits;
+use crate::snapshot::Snapshot;
+
+/// Per-request state, created by `new_ctx`.
+pub struct RequestContext {
+    /// The snapshot this request runs on from start to end.
+    pub snapshot: Arc<Snapshot>,
+    /// Identifier shown in error responses and logs.
+    pub request_id: String,
+    pub started: Instant,
+    /// Index of the matched route in `snapshot.routes`.
+    pub route: Option<usize>,
+    /// A script handled this request, whatever it decided.
+    pub script_ran: bool,
+    /// Changes the script asked for before forwarding.
+    pub edits: Option<RequestEdits>,
+    /// Address of the origin server chosen for this request.
+    pub origin_address: Option<String>,
+}
+
+impl RequestContext {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            request_id: next_request_id(),
+            started: Instant::now(),
+            route: None,
+            script_ran: false,
+            edits: None,
+            origin_address: None,
+        }
+    }
+
+    /// Returns the matched route's name, or `-` when no route matched.
+    pub fn route_name(&self) -> &str {
+        self.route
+            .and_then(|index| self.snapshot.routes.get(index))
+            .map_or("-", |route| route.name.as_str())
+    }
+}
+
+/// Returns a process-unique request id: a per-process prefix taken from
+/// the start time, and a counter.
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        (nanos as u32) ^ std::process::id().rotate_left(16)
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}{count:08x}")
+}

@@ -1,0 +1,50 @@
+//! Writing responses from the proxy itself: script answers and errors.
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// Writes a complete response. Framing headers from `headers` are
+/// ignored, because the proxy sets `Content-Length` from `body`.
+pub async fn send(
+    session: &mut Session,
+    status: u16,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<()> {
+    let mut response = ResponseHeader::build(status, Some(headers.len() + 1))?;
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
+            continue;
+        }
+        response.append_header(name.clone(), value.clone())?;
+    }
+    response.insert_header(CONTENT_LENGTH, body.len())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(response), head_only || body.is_empty())
+        .await?;
+    if !head_only && !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes a short plain-text error that ends with the request id.
+pub async fn error(
+    session: &mut Session,
+    status: u16,
+    message: &str,
+    request_id: &str,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    let body = format!("{message}\nrequest id: {request_id}\n");
+    let mut headers = vec![(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    )];
+    headers.extend_from_slice(extra);
+    send(session, status, &headers, Bytes::from(body)).await
+}

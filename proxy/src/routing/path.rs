@@ -1,0 +1,238 @@
+//! Request path normalisation and path patterns.
+//!
+//! Paths are compared segment by segment after percent-decoding each
+//! segment and removing `.` and `..` segments. Decoding happens per
+//! segment, so an encoded slash (`%2F`) stays a character of its segment
+//! and never splits it.
+
+use std::collections::HashMap;
+
+use percent_encoding::percent_decode_str;
+
+/// A request path split into decoded segments, with dot-segments removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath {
+    pub segments: Vec<String>,
+}
+
+impl NormalizedPath {
+    /// Normalises the path part of a request target (no query string).
+    pub fn parse(raw: &str) -> Self {
+        let mut segments: Vec<String> = Vec::new();
+        let trimmed = raw.strip_prefix('/').unwrap_or(raw);
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        let last = parts.len() - 1;
+        for (index, part) in parts.into_iter().enumerate() {
+            let decoded = percent_decode_str(part).decode_utf8_lossy();
+            match decoded.as_ref() {
+                "." | ".." => {
+                    if decoded == ".." {
+                        segments.pop();
+                    }
+                    // `/a/..` names the directory `/`, so keep the trailing slash.
+                    if index == last {
+                        segments.push(String::new());
+                    }
+                }
+                _ => segments.push(decoded.into_owned()),
+            }
+        }
+        if segments.is_empty() {
+            segments.push(String::new());
+        }
+        Self { segments }
+    }
+
+    /// Returns the path as one string. Characters that would change how
+    /// it splits (`/` and `%` inside a segment) are percent-encoded again.
+    pub fn to_path_string(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            for c in segment.chars() {
+                match c {
+                    '/' => out.push_str("%2F"),
+                    '%' => out.push_str("%25"),
+                    _ => out.push(c),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// How specific a path pattern is; greater ranks win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PathRank {
+    /// `/static/*`, ranked by the number of segments before the `*`.
+    Prefix(usize),
+    /// `/users/:id`, ranked by the number of literal segments.
+    Param(usize),
+    /// `/health`.
+    Exact,
+}
+
+/// A path pattern from a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+    /// The pattern ends in `/*` and matches any rest of the path.
+    prefix: bool,
+}
+
+impl PathPattern {
+    /// Parses `/exact`, `/prefix/*` or `/with/:param` as written in the config.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let Some(body) = pattern.strip_prefix('/') else {
+            return Err(format!("path pattern `{pattern}` must start with `/`"));
+        };
+        let mut parts: Vec<&str> = body.split('/').collect();
+        let prefix = parts.last() == Some(&"*");
+        if prefix {
+            parts.pop();
+        }
+        let mut names = Vec::new();
+        let mut segments = Vec::new();
+        for part in parts {
+            if part.contains('*') {
+                return Err(format!(
+                    "path pattern `{pattern}` has `*` inside it; `*` may only be the last \
+                     segment, as in `/static/*`"
+                ));
+            }
+            if let Some(name) = part.strip_prefix(':') {
+                let valid = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(format!(
+                        "path pattern `{pattern}` has an invalid parameter `{part}`; use \
+                         letters, digits and `_`, as in `/users/:id`"
+                    ));
+                }
+                if names.contains(&name) {
+                    return Err(format!(
+                        "path pattern `{pattern}` names the parameter `{name}` twice"
+                    ));
+                }
+                names.push(name);
+                segments.push(Segment::Param(name.to_string()));
+            } else {
+                let decoded = percent_decode_str(part).decode_utf8_lossy().into_owned();
+                segments.push(Segment::Literal(decoded));
+            }
+        }
+        Ok(Self { segments, prefix })
+    }
+
+    /// Returns the rank of this pattern among others that match.
+    pub fn rank(&self) -> PathRank {
+        let literals = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        if self.prefix {
+            PathRank::Prefix(self.segments.len())
+        } else if literals < self.segments.len() {
+            PathRank::Param(literals)
+        } else {
+            PathRank::Exact
+        }
+    }
+
+    /// Matches `path`, returning the captured parameters.
+    pub fn matches(&self, path: &NormalizedPath) -> Option<HashMap<String, String>> {
+        let actual = &path.segments;
+        if self.prefix {
+            // `/static/*` takes `/static` as well as everything below it.
+            let bare = actual.len() == 1 && actual[0].is_empty();
+            if actual.len() < self.segments.len() && !(self.segments.is_empty() && bare) {
+                return None;
+            }
+        } else if actual.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = HashMap::new();
+        for (pattern, segment) in self.segments.iter().zip(actual) {
+            match pattern {
+                Segment::Literal(literal) if literal == segment => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(_) if segment.is_empty() => return None,
+                Segment::Param(name) => {
+                    params.insert(name.clone(), segment.clone());
+                }
+            }
+        }
+        Some(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(raw: &str) -> NormalizedPath {
+        NormalizedPath::parse(raw)
+    }
+
+    #[test]
+    fn normalizes_dot_segments_and_decoding() {
+        assert_eq!(path("/a/./b/../c").to_path_string(), "/a/c");
+        assert_eq!(path("/a/%2e%2E/b").to_path_string(), "/b");
+        assert_eq!(path("/../../etc").to_path_string(), "/etc");
+        assert_eq!(path("/caf%C3%A9").to_path_string(), "/café");
+        assert_eq!(path("/a/..").to_path_string(), "/");
+        assert_eq!(path("/").to_path_string(), "/");
+    }
+
+    #[test]
+    fn encoded_slash_stays_in_segment() {
+        let p = path("/files/a%2Fb");
+        assert_eq!(p.segments, ["files", "a/b"]);
+        assert_eq!(p.to_path_string(), "/files/a%2Fb");
+    }
+
+    #[test]
+    fn patterns_match_by_kind() {
+        let exact = PathPattern::parse("/health").unwrap();
+        assert!(exact.matches(&path("/health")).is_some());
+        assert!(exact.matches(&path("/health/")).is_none());
+
+        let prefix = PathPattern::parse("/static/*").unwrap();
+        assert!(prefix.matches(&path("/static")).is_some());
+        assert!(prefix.matches(&path("/static/a/b")).is_some());
+        assert!(prefix.matches(&path("/staticx")).is_none());
+
+        let all = PathPattern::parse("/*").unwrap();
+        assert!(all.matches(&path("/")).is_some());
+        assert!(all.matches(&path("/anything/here")).is_some());
+
+        let param = PathPattern::parse("/users/:id").unwrap();
+        let params = param.matches(&path("/users/a%2Fb")).unwrap();
+        assert_eq!(params["id"], "a/b");
+        assert!(param.matches(&path("/users/")).is_none());
+    }
+
+    #[test]
+    fn ranks_exact_over_param_over_prefix() {
+        let exact = PathPattern::parse("/users/me").unwrap().rank();
+        let param = PathPattern::parse("/users/:id").unwrap().rank();
+        let prefix = PathPattern::parse("/users/*").unwrap().rank();
+        assert!(exact > param);
+        assert!(param > prefix);
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert!(PathPattern::parse("health").is_err());
+        assert!(PathPattern::parse("/a*/b").is_err());
+        assert!(PathPattern::parse("/:a/:a").is_err());
+        assert!(PathPattern::parse("/:").is_err());
+    }
+}

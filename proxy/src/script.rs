@@ -1,0 +1,98 @@
+//! Scripts: compiling, caching and running fetch handlers.
+//!
+//! Source is compiled once into bytecode that is cached by content hash
+//! (`compile`). Each route with a script owns a pool of VMs loaded from that
+//! bytecode (`vm`), so two routes never share globals and a request never
+//! compiles or creates a Lua state while VMs are free. The request table
+//! and the handler's answer are converted in `request` and `response`.
+
+mod compile;
+mod request;
+mod response;
+mod vm;
+
+use std::sync::Mutex;
+
+pub use compile::{compile, Bytecode, CompileError, ScriptCache};
+pub use request::{RequestEdits, RequestInput};
+pub use response::ScriptResponse;
+pub use vm::{Outcome, Vm};
+
+/// Default memory limit of one VM, in bytes.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A failure to load or run a script.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The VM could not be prepared; this is a fault of the proxy.
+    #[error("cannot prepare the Lua VM: {0}")]
+    Setup(String),
+    /// The script's top level raised an error.
+    #[error("{0}")]
+    Load(String),
+    /// The script's top level did not register a fetch handler.
+    #[error(
+        "the script registers no fetch handler; call \
+         add_event_listener(\"fetch\", function(request) ... end)"
+    )]
+    NoHandler,
+    /// The handler raised an error or returned something invalid.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The script of one route and its pool of ready VMs.
+pub struct RouteScript {
+    /// Chunk name used in tracebacks: `route/script-path`.
+    pub chunk_name: String,
+    bytecode: Bytecode,
+    memory_limit: usize,
+    idle: Mutex<Vec<Vm>>,
+}
+
+impl RouteScript {
+    /// Loads `bytecode` into `ready` VMs; the first load also checks that
+    /// the script's top level runs and registers a handler.
+    pub fn new(chunk_name: String, bytecode: Bytecode, ready: usize) -> Result<Self, ScriptError> {
+        let memory_limit = DEFAULT_MEMORY_LIMIT;
+        let mut idle = Vec::with_capacity(ready.max(1));
+        for _ in 0..ready.max(1) {
+            idle.push(Vm::new(&bytecode, &chunk_name, memory_limit)?);
+        }
+        Ok(Self {
+            chunk_name,
+            bytecode,
+            memory_limit,
+            idle: Mutex::new(idle),
+        })
+    }
+
+    /// Runs the fetch handler on an idle VM.
+    pub fn run(&self, input: &RequestInput<'_>) -> Result<Outcome, ScriptError> {
+        let vm = self.take_vm()?;
+        let outcome = vm.call(input);
+        self.return_vm(vm);
+        outcome.map_err(|e| ScriptError::Runtime(e.to_string()))
+    }
+
+    fn take_vm(&self) -> Result<Vm, ScriptError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        match idle {
+            Some(vm) => Ok(vm),
+            // Every VM is busy: more requests run this script at once than
+            // there are worker threads, so the pool grows by one.
+            None => Vm::new(&self.bytecode, &self.chunk_name, self.memory_limit),
+        }
+    }
+
+    fn return_vm(&self, vm: Vm) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(vm);
+    }
+}

@@ -1,0 +1,259 @@
+//! The `request` table passed to a fetch handler, and the edits read back
+//! from it when the handler falls through to the origin.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use mlua::{Error, Lua, Result, Table, Value};
+
+/// What a handler sees of one request.
+pub struct RequestInput<'a> {
+    pub method: &'a str,
+    /// Full URL: scheme, host, raw path and query.
+    pub url: String,
+    /// Decoded, dot-segment-normalised path.
+    pub path: String,
+    /// Path as the client sent it.
+    pub raw_path: &'a str,
+    /// Query string without the `?`, as the client sent it.
+    pub raw_query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: Option<Bytes>,
+    pub params: &'a HashMap<String, String>,
+    pub host: &'a str,
+    pub client_ip: String,
+    pub route: &'a str,
+}
+
+/// Changes a handler made to the request before falling through.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestEdits {
+    /// New path, already percent-encoded for the request line.
+    pub path: Option<String>,
+    /// New query string, without the `?`; empty removes the query.
+    pub query: Option<String>,
+    /// Headers to set, replacing every value of that name.
+    pub set_headers: Vec<(String, Vec<Vec<u8>>)>,
+    /// Header names to remove.
+    pub remove_headers: Vec<String>,
+}
+
+impl RequestEdits {
+    /// Returns true when the handler changed nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Builds the request table. `headers_metatable` makes header lookup
+/// case-insensitive.
+pub fn build(lua: &Lua, input: &RequestInput<'_>, headers_metatable: &Table) -> Result<Table> {
+    let request = lua.create_table_with_capacity(0, 12)?;
+    request.raw_set("method", input.method)?;
+    request.raw_set("url", input.url.as_str())?;
+    request.raw_set("path", input.path.as_str())?;
+    request.raw_set("raw_path", input.raw_path)?;
+    request.raw_set("host", input.host)?;
+    request.raw_set("client_ip", input.client_ip.as_str())?;
+    request.raw_set("route", input.route)?;
+    // `nil` when the body was left unread for the origin.
+    if let Some(body) = &input.body {
+        request.raw_set("body", lua.create_string(body)?)?;
+    }
+
+    let query = multi_value_table(lua, parse_query(input.raw_query))?;
+    request.raw_set("query", query)?;
+
+    let headers = multi_value_table(
+        lua,
+        input
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec())),
+    )?;
+    headers.set_metatable(Some(headers_metatable.clone()))?;
+    request.raw_set("headers", headers)?;
+
+    let params = lua.create_table_with_capacity(0, input.params.len())?;
+    for (name, value) in input.params {
+        params.raw_set(name.as_str(), value.as_str())?;
+    }
+    request.raw_set("params", params)?;
+    Ok(request)
+}
+
+/// Reads back the path, query and headers of `request` and returns what
+/// differs from `input`.
+pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> {
+    let mut edits = RequestEdits::default();
+
+    match request.raw_get::<Value>("path")? {
+        Value::String(path) => {
+            let path = path.to_str()?.to_string();
+            if path != input.path {
+                if !path.starts_with('/') {
+                    return Err(Error::runtime(format!(
+                        "request.path `{path}` must start with `/`"
+                    )));
+                }
+                edits.path = Some(encode_path(&path));
+            }
+        }
+        other => {
+            return Err(Error::runtime(format!(
+                "request.path must be a string, not a {}",
+                other.type_name()
+            )))
+        }
+    }
+
+    let query = read_multi_value(request, "query")?;
+    let mut original: Vec<(String, Vec<u8>)> = parse_query(input.raw_query)
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+    original.sort();
+    if query != original {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &query {
+            serializer.append_pair(name, &String::from_utf8_lossy(value));
+        }
+        edits.query = Some(serializer.finish());
+    }
+
+    let headers = read_multi_value(request, "headers")?;
+    let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (name, value) in headers {
+        wanted
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(value);
+    }
+    for name in input.headers.keys() {
+        if !wanted.contains_key(name.as_str()) {
+            edits.remove_headers.push(name.as_str().to_string());
+        }
+    }
+    let mut names: Vec<_> = wanted.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let values = wanted.remove(&name).unwrap_or_default();
+        let current: Vec<&[u8]> = input
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if current != values.iter().map(Vec::as_slice).collect::<Vec<_>>() {
+            edits.set_headers.push((name, values));
+        }
+    }
+    Ok(edits)
+}
+
+fn parse_query(raw: Option<&str>) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned().into_bytes()))
+}
+
+/// Creates a table where a name seen once maps to a string and a name seen
+/// several times maps to a list of strings, in order.
+fn multi_value_table(lua: &Lua, pairs: impl Iterator<Item = (String, Vec<u8>)>) -> Result<Table> {
+    let table = lua.create_table()?;
+    for (name, value) in pairs {
+        let value = lua.create_string(&value)?;
+        match table.raw_get::<Value>(name.as_str())? {
+            Value::Nil => table.raw_set(name, value)?,
+            Value::Table(list) => list.raw_push(value)?,
+            first => {
+                let list = lua.create_sequence_from([first, Value::String(value)])?;
+                table.raw_set(name, list)?;
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// Reads a table of name to string, number or list of those, as sorted
+/// name and value pairs.
+fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let table = match request.raw_get::<Value>(field)? {
+        Value::Table(table) => table,
+        Value::Nil => return Ok(Vec::new()),
+        other => {
+            return Err(Error::runtime(format!(
+                "request.{field} must be a table, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let mut pairs = Vec::new();
+    for pair in table.pairs::<Value, Value>() {
+        let (name, value) = pair?;
+        let Value::String(name) = name else {
+            return Err(Error::runtime(format!(
+                "request.{field} has a key of type {}; keys must be strings",
+                name.type_name()
+            )));
+        };
+        let name = name.to_str()?.to_string();
+        match value {
+            Value::Table(list) => {
+                for item in list.sequence_values::<Value>() {
+                    pairs.push((name.clone(), scalar_bytes(field, &name, item?)?));
+                }
+            }
+            other => pairs.push((name.clone(), scalar_bytes(field, &name, other)?)),
+        }
+    }
+    pairs.sort();
+    Ok(pairs)
+}
+
+/// Converts a header or query value to bytes.
+pub fn scalar_bytes(field: &str, name: &str, value: Value) -> Result<Vec<u8>> {
+    match value {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Integer(i) => Ok(i.to_string().into_bytes()),
+        Value::Number(n) => Ok(format_number(n).into_bytes()),
+        Value::Boolean(b) => Ok(b.to_string().into_bytes()),
+        other => Err(Error::runtime(format!(
+            "{field}[\"{name}\"] is a {}; use a string, a number or a list of strings",
+            other.type_name()
+        ))),
+    }
+}
+
+fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        (n as i64).to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Percent-encodes the characters that may not appear in a request-line
+/// path; existing `%XX` escapes are kept as they are.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_path_escapes_unsafe_bytes() {
+        assert_eq!(encode_path("/a b/ü?x#"), "/a%20b/%C3%BC%3Fx%23");
+        assert_eq!(encode_path("/files/a%2Fb"), "/files/a%2Fb");
+    }
+}

@@ -1,0 +1,105 @@
+//! Start-up: load the config, build the first snapshot, bind the listeners
+//! and hand control to Pingora.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+
+use crate::config::{self, Config, Problems, DEFAULT_LISTEN};
+use crate::proxy::ActiasProxy;
+use crate::script::ScriptCache;
+use crate::snapshot::Snapshot;
+
+/// Most compiled scripts kept in the cache.
+const SCRIPT_CACHE_CAPACITY: u64 = 10_000;
+
+/// A failure to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config or a script has problems; each is listed.
+    #[error("{0}")]
+    Config(Problems),
+    /// A listener address cannot be bound.
+    #[error(
+        "cannot listen on {address}: {source}; stop the process that uses it or change `listeners`"
+    )]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Loads the config at `path` and builds its snapshot, as `actias check`
+/// does. Returns the config and the snapshot.
+pub fn load(path: &Path, vms_per_script: usize) -> Result<(Config, Snapshot), Problems> {
+    let config = config::load(path)?;
+    let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
+    let snapshot = Snapshot::build(&config, &cache, vms_per_script)?;
+    Ok((config, snapshot))
+}
+
+/// Runs the proxy until it is told to stop. Does not return on success.
+pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
+    let config = config::load(path).map_err(StartError::Config)?;
+    let threads = config.file.server.threads;
+    let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
+    let snapshot = Snapshot::build(&config, &cache, threads).map_err(StartError::Config)?;
+
+    let mut listeners: Vec<String> = config
+        .file
+        .listeners
+        .iter()
+        .map(|listener| listener.address.clone())
+        .collect();
+    if listeners.is_empty() {
+        listeners.push(DEFAULT_LISTEN.to_string());
+    }
+    // Pingora binds later and cannot report a busy port clearly, so try
+    // each address first. An upgrading process takes the old one's sockets.
+    if !upgrade {
+        for address in &listeners {
+            TcpListener::bind(address).map_err(|source| StartError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        }
+    }
+
+    tracing::info!(
+        config = %path.display(),
+        routes = snapshot.routes.len(),
+        scripts = snapshot.script_count,
+        "config loaded"
+    );
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let server_section = &config.file.server;
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(server_section.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(server_section.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        daemon: false,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut service =
+        pingora::proxy::http_proxy_service(&server.configuration, ActiasProxy::new(shared));
+    for address in &listeners {
+        service.add_tcp(address);
+        tracing::info!(%address, "listening");
+    }
+    server.add_service(service);
+    server.run_forever();
+}

@@ -1,0 +1,145 @@
+//! The config snapshot: routes, origins and loaded scripts, built whole
+//! and never changed.
+//!
+//! A request holds an `Arc` of the snapshot it started on, so a reload
+//! that swaps in a new snapshot never changes a request halfway.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, LimitsSection, Problem, Problems};
+use crate::origin::Origin;
+use crate::routing::Router;
+use crate::script::{RouteScript, ScriptCache, ScriptError};
+
+/// One route, ready to serve.
+pub struct Route {
+    pub name: String,
+    pub script: Option<Arc<RouteScript>>,
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// Everything a request needs from the configuration.
+pub struct Snapshot {
+    pub router: Router,
+    pub routes: Vec<Route>,
+    pub limits: LimitsSection,
+    /// Number of distinct script files loaded.
+    pub script_count: usize,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a checked config, compiling scripts through
+    /// `cache` and loading `vms_per_script` VMs for each route with a script.
+    pub fn build(
+        config: &Config,
+        cache: &ScriptCache,
+        vms_per_script: usize,
+    ) -> Result<Self, Problems> {
+        let mut problems = Vec::new();
+
+        let mut origins = HashMap::new();
+        for (index, section) in config.file.origins.iter().enumerate() {
+            match Origin::new(section) {
+                Ok(origin) => {
+                    origins.insert(section.name.clone(), Arc::new(origin));
+                }
+                Err(message) => problems.push(config.problem(format!("origins[{index}]"), message)),
+            }
+        }
+
+        let mut routes = Vec::new();
+        let mut script_files = Vec::new();
+        for (index, section) in config.file.routes.iter().enumerate() {
+            let script = match &section.script {
+                None => None,
+                Some(script) => {
+                    let path = config.script_path(script);
+                    if !script_files.contains(&path) {
+                        script_files.push(path.clone());
+                    }
+                    let chunk_name = format!("{}/{}", section.name, script);
+                    match load_script(&path, chunk_name, cache, vms_per_script) {
+                        Ok(script) => Some(Arc::new(script)),
+                        Err(problem) => {
+                            problems.push(problem.unwrap_or_else(|| {
+                                config.problem(
+                                    format!("routes[{index}].script"),
+                                    format!("cannot read script `{}`", path.display()),
+                                )
+                            }));
+                            None
+                        }
+                    }
+                }
+            };
+            let origin = section
+                .origin
+                .as_ref()
+                .and_then(|name| origins.get(name).cloned());
+            routes.push(Route {
+                name: section.name.clone(),
+                script,
+                origin,
+            });
+        }
+
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        Ok(Self {
+            router: Router::new(&config.file.routes),
+            routes,
+            limits: config.file.limits.clone(),
+            script_count: script_files.len(),
+        })
+    }
+}
+
+/// Reads, compiles and loads one script. `Err(None)` means the file could
+/// not be read, which the caller reports against the config key.
+fn load_script(
+    path: &PathBuf,
+    chunk_name: String,
+    cache: &ScriptCache,
+    vms: usize,
+) -> Result<RouteScript, Option<Problem>> {
+    let source = std::fs::read(path).map_err(|_| None)?;
+    let problem = |line: Option<usize>, message: String| {
+        Some(Problem {
+            file: path.clone(),
+            line,
+            key: None,
+            message,
+        })
+    };
+    let bytecode = cache
+        .get_or_compile(&source)
+        .map_err(|e| problem(e.line, format!("syntax error: {}", e.message)))?;
+    RouteScript::new(chunk_name.clone(), bytecode, vms).map_err(|e| {
+        let line = match &e {
+            ScriptError::Load(message) => line_in(message, &chunk_name),
+            _ => None,
+        };
+        let message = match e {
+            ScriptError::Load(message) => format!("error while loading: {}", first_line(&message)),
+            other => other.to_string(),
+        };
+        problem(line, message)
+    })
+}
+
+/// Finds `chunk:LINE:` in a Lua error message.
+pub fn line_in(message: &str, chunk_name: &str) -> Option<usize> {
+    let start = message.find(&format!("{chunk_name}:"))? + chunk_name.len() + 1;
+    let digits: String = message[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message)
+}
