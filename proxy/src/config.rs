@@ -95,14 +95,29 @@ impl std::error::Error for Problems {}
 
 /// Reads and checks the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Problems(vec![Problem {
-            file: path.to_path_buf(),
-            line: None,
-            key: None,
-            message: format!("cannot read the config file: {e}"),
-        }])
-    })?;
+    let (config, problems) = load_partial(path);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(Problems(problems)),
+    }
+}
+
+/// Reads and checks the config file at `path`, keeping every section and
+/// item that parsed even when others have problems, so that later stages
+/// (such as compiling scripts) can report their problems in the same run.
+pub fn load_partial(path: &Path) -> (Option<Config>, Vec<Problem>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            let problem = Problem {
+                file: path.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read the config file: {e}"),
+            };
+            return (None, vec![problem]);
+        }
+    };
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -110,33 +125,26 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
     parse(path, base_dir, &text)
 }
 
-/// Parses and checks config `text` as if read from `path`.
-pub fn parse(path: &Path, base_dir: PathBuf, text: &str) -> Result<Config, Problems> {
+/// Parses and checks config `text` as if read from `path`; see
+/// [`load_partial`].
+pub fn parse(path: &Path, base_dir: PathBuf, text: &str) -> (Option<Config>, Vec<Problem>) {
     let locations = Locations::parse(text);
-    let located = |key: String, message: String| Problem {
-        file: path.to_path_buf(),
-        line: locations.line_of(&key),
-        key: (!key.is_empty()).then_some(key),
-        message,
-    };
-
-    let file = match validate::deserialize(text) {
-        Ok(file) => file,
-        Err(errors) => {
-            let problems = errors
-                .into_iter()
-                .map(|error| match error.line {
-                    Some(line) => Problem {
-                        file: path.to_path_buf(),
-                        line: Some(line),
-                        key: (!error.key.is_empty()).then_some(error.key),
-                        message: error.message,
-                    },
-                    None => located(error.key, error.message),
-                })
-                .collect();
-            return Err(Problems(problems));
-        }
+    let deserialized = validate::deserialize(text);
+    let mut problems: Vec<Problem> = deserialized
+        .errors
+        .into_iter()
+        .map(|error| {
+            let line = error.line.or_else(|| locations.line_of(&error.key));
+            Problem {
+                file: path.to_path_buf(),
+                line,
+                key: (!error.key.is_empty()).then_some(error.key),
+                message: error.message,
+            }
+        })
+        .collect();
+    let Some(file) = deserialized.file else {
+        return (None, problems);
     };
 
     let config = Config {
@@ -145,10 +153,7 @@ pub fn parse(path: &Path, base_dir: PathBuf, text: &str) -> Result<Config, Probl
         file,
         locations,
     };
-    let problems = validate::check(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(Problems(problems))
-    }
+    problems.extend(validate::check(&config, &deserialized.broken_origins));
+    problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+    (Some(config), problems)
 }

@@ -170,6 +170,7 @@ mod tests {
 
     fn route(name: &str, hosts: &[&str], paths: &[&str], methods: &[&str]) -> RouteSection {
         RouteSection {
+            index: 0,
             name: name.into(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             default: false,

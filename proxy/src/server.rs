@@ -35,19 +35,29 @@ pub enum StartError {
 
 /// Loads the config at `path` and builds its snapshot, as `actias check`
 /// does. Returns the config and the snapshot.
+/// Every problem of the config and of its scripts is reported in one run.
 pub fn load(path: &Path, vms_per_script: usize) -> Result<(Config, Snapshot), Problems> {
-    let config = config::load(path)?;
+    let (config, mut problems) = config::load_partial(path);
+    let Some(config) = config else {
+        return Err(Problems(problems));
+    };
     let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
-    let snapshot = Snapshot::build(&config, &cache, vms_per_script)?;
-    Ok((config, snapshot))
+    match Snapshot::build(&config, &cache, vms_per_script) {
+        Ok(snapshot) if problems.is_empty() => Ok((config, snapshot)),
+        Ok(_) => Err(Problems(problems)),
+        Err(more) => {
+            problems.extend(more.0);
+            Err(Problems(problems))
+        }
+    }
 }
 
 /// Runs the proxy until it is told to stop. Does not return on success.
 pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
-    let config = config::load(path).map_err(StartError::Config)?;
-    let threads = config.file.server.threads;
-    let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
-    let snapshot = Snapshot::build(&config, &cache, threads).map_err(StartError::Config)?;
+    let threads = config::load(path)
+        .map(|config| config.file.server.threads)
+        .unwrap_or(1);
+    let (config, snapshot) = load(path, threads).map_err(StartError::Config)?;
 
     let mut listeners: Vec<String> = config
         .file

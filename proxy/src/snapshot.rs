@@ -1,7 +1,7 @@
 //! The config snapshot: routes, origins and loaded scripts, built whole
 //! and never changed.
 //!
-//! A request holds an `Arc` of the snapshot it started on, so a reload
+//! A request keeps an `Arc` of the snapshot it started on, so a reload
 //! that swaps in a new snapshot never changes a request halfway.
 
 use std::collections::HashMap;
@@ -40,7 +40,8 @@ impl Snapshot {
         let mut problems = Vec::new();
 
         let mut origins = HashMap::new();
-        for (index, section) in config.file.origins.iter().enumerate() {
+        for section in &config.file.origins {
+            let index = section.index;
             match Origin::new(section) {
                 Ok(origin) => {
                     origins.insert(section.name.clone(), Arc::new(origin));
@@ -51,7 +52,8 @@ impl Snapshot {
 
         let mut routes = Vec::new();
         let mut script_files = Vec::new();
-        for (index, section) in config.file.routes.iter().enumerate() {
+        for section in &config.file.routes {
+            let index = section.index;
             let script = match &section.script {
                 None => None,
                 Some(script) => {
@@ -62,13 +64,15 @@ impl Snapshot {
                     let chunk_name = format!("{}/{}", section.name, script);
                     match load_script(&path, chunk_name, cache, vms_per_script) {
                         Ok(script) => Some(Arc::new(script)),
-                        Err(problem) => {
-                            problems.push(problem.unwrap_or_else(|| {
-                                config.problem(
-                                    format!("routes[{index}].script"),
-                                    format!("cannot read script `{}`", path.display()),
-                                )
-                            }));
+                        Err(LoadFailure::Problem(problem)) => {
+                            problems.push(problem);
+                            None
+                        }
+                        Err(LoadFailure::Unreadable(error)) => {
+                            problems.push(config.problem(
+                                format!("routes[{index}].script"),
+                                format!("cannot read script `{}`: {error}", path.display()),
+                            ));
                             None
                         }
                     }
@@ -97,17 +101,23 @@ impl Snapshot {
     }
 }
 
-/// Reads, compiles and loads one script. `Err(None)` means the file could
-/// not be read, which the caller reports against the config key.
+enum LoadFailure {
+    /// The file cannot be read; reported against the config key.
+    Unreadable(std::io::Error),
+    /// The script does not compile or load; reported against the script.
+    Problem(Problem),
+}
+
+/// Reads, compiles and loads one script.
 fn load_script(
     path: &PathBuf,
     chunk_name: String,
     cache: &ScriptCache,
     vms: usize,
-) -> Result<RouteScript, Option<Problem>> {
-    let source = std::fs::read(path).map_err(|_| None)?;
+) -> Result<RouteScript, LoadFailure> {
+    let source = std::fs::read(path).map_err(LoadFailure::Unreadable)?;
     let problem = |line: Option<usize>, message: String| {
-        Some(Problem {
+        LoadFailure::Problem(Problem {
             file: path.clone(),
             line,
             key: None,
@@ -123,7 +133,11 @@ fn load_script(
             _ => None,
         };
         let message = match e {
-            ScriptError::Load(message) => format!("error while loading: {}", first_line(&message)),
+            ScriptError::Load(message) => {
+                let message = first_line(&message);
+                let message = message.strip_prefix("runtime error: ").unwrap_or(message);
+                format!("error while loading: {message}")
+            }
             other => other.to_string(),
         };
         problem(line, message)

@@ -36,6 +36,9 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
+    /// Position of this item in its list in the file, for messages.
+    #[serde(skip)]
+    pub index: usize,
     /// `host:port` to bind, for example `0.0.0.0:8080`.
     pub address: String,
 }
@@ -60,6 +63,9 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginSection {
+    /// Position of this item in its list in the file, for messages.
+    #[serde(skip)]
+    pub index: usize,
     /// Name that routes refer to.
     pub name: String,
     /// `host:port` of each server; several are balanced round-robin.
@@ -85,6 +91,9 @@ pub struct OriginSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
+    /// Position of this item in its list in the file, for messages.
+    #[serde(skip)]
+    pub index: usize,
     /// Name used in logs, metrics and `request.route`.
     pub name: String,
     /// Host patterns: `example.com` or `*.example.com`.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use super::file::{ConfigFile, RouteSection};
+use super::file::{ConfigFile, ListenerSection, OriginSection, RouteSection};
 use super::{Config, Problem};
 use crate::routing::{HostPattern, PathPattern};
 
@@ -25,20 +25,39 @@ pub struct StructureError {
 
 const SECTIONS: &str = "server, listeners, limits, origins, routes";
 
+/// What deserialization produced: every section and item that parsed,
+/// and one error for each that did not.
+pub struct Deserialized {
+    /// `None` when the text is not YAML or not a mapping.
+    pub file: Option<ConfigFile>,
+    pub errors: Vec<StructureError>,
+    /// Names of origins that failed to parse, so that routes naming them
+    /// are not also reported as referring to an undefined origin.
+    pub broken_origins: Vec<String>,
+}
+
 /// Deserializes `text`, collecting one error per bad section or list item.
-pub fn deserialize(text: &str) -> Result<ConfigFile, Vec<StructureError>> {
-    let document: Value = serde_yaml::from_str(text).map_err(|e| {
-        vec![StructureError {
-            key: String::new(),
-            line: e.location().map(|l| l.line()),
-            message: format!("invalid YAML: {}", strip_location(&e.to_string())),
-        }]
-    })?;
+pub fn deserialize(text: &str) -> Deserialized {
+    let failed = |errors| Deserialized {
+        file: None,
+        errors,
+        broken_origins: Vec::new(),
+    };
+    let document: Value = match serde_yaml::from_str(text) {
+        Ok(document) => document,
+        Err(e) => {
+            return failed(vec![StructureError {
+                key: String::new(),
+                line: e.location().map(|l| l.line()),
+                message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+            }])
+        }
+    };
     let mapping = match document {
-        Value::Null => return Ok(ConfigFile::default()),
+        Value::Null => serde_yaml::Mapping::new(),
         Value::Mapping(mapping) => mapping,
         _ => {
-            return Err(vec![error(
+            return failed(vec![error(
                 "",
                 format!("the config must be a mapping with the sections {SECTIONS}"),
             )])
@@ -47,6 +66,7 @@ pub fn deserialize(text: &str) -> Result<ConfigFile, Vec<StructureError>> {
 
     let mut file = ConfigFile::default();
     let mut errors = Vec::new();
+    let mut broken_origins = Vec::new();
     for (key, value) in mapping {
         let Some(name) = key.as_str() else {
             errors.push(error("", "section names must be strings".into()));
@@ -56,7 +76,11 @@ pub fn deserialize(text: &str) -> Result<ConfigFile, Vec<StructureError>> {
             "server" => section(name, value, &mut errors, |v| file.server = v),
             "limits" => section(name, value, &mut errors, |v| file.limits = v),
             "listeners" => file.listeners = items(name, value, &mut errors),
-            "origins" => file.origins = items(name, value, &mut errors),
+            "origins" => {
+                broken_origins = item_names(&value);
+                file.origins = items(name, value, &mut errors);
+                broken_origins.retain(|n| !file.origins.iter().any(|o| &o.name == n));
+            }
             "routes" => file.routes = items(name, value, &mut errors),
             other => errors.push(error(
                 other,
@@ -64,11 +88,22 @@ pub fn deserialize(text: &str) -> Result<ConfigFile, Vec<StructureError>> {
             )),
         }
     }
-    if errors.is_empty() {
-        Ok(file)
-    } else {
-        Err(errors)
+    Deserialized {
+        file: Some(file),
+        errors,
+        broken_origins,
     }
+}
+
+/// Returns the `name` of each item of a YAML list.
+fn item_names(value: &Value) -> Vec<String> {
+    let Value::Sequence(items) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| item.get("name")?.as_str().map(str::to_string))
+        .collect()
 }
 
 fn section<T: DeserializeOwned>(
@@ -86,7 +121,24 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn items<T: DeserializeOwned>(
+/// A list item that remembers its position in the file.
+trait Indexed {
+    fn set_index(&mut self, index: usize);
+}
+
+macro_rules! indexed {
+    ($($section:ty),*) => {
+        $(impl Indexed for $section {
+            fn set_index(&mut self, index: usize) {
+                self.index = index;
+            }
+        })*
+    };
+}
+
+indexed!(ListenerSection, OriginSection, RouteSection);
+
+fn items<T: DeserializeOwned + Indexed>(
     name: &str,
     value: Value,
     errors: &mut Vec<StructureError>,
@@ -101,8 +153,11 @@ fn items<T: DeserializeOwned>(
     };
     let mut parsed = Vec::new();
     for (index, item) in sequence.into_iter().enumerate() {
-        match from_value(&format!("{name}[{index}]"), item) {
-            Ok(value) => parsed.push(value),
+        match from_value::<T>(&format!("{name}[{index}]"), item) {
+            Ok(mut value) => {
+                value.set_index(index);
+                parsed.push(value);
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -140,8 +195,9 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-/// Checks values and references across sections.
-pub fn check(config: &Config) -> Vec<Problem> {
+/// Checks values and references across sections. `broken_origins` are
+/// origin names whose definitions failed to parse.
+pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
     let file = &config.file;
     let mut problems = Vec::new();
     let mut problem = |key: String, message: String| problems.push(config.problem(key, message));
@@ -162,7 +218,8 @@ pub fn check(config: &Config) -> Vec<Problem> {
         );
     }
 
-    for (index, listener) in file.listeners.iter().enumerate() {
+    for listener in &file.listeners {
+        let index = listener.index;
         if listener.address.parse::<SocketAddr>().is_err() {
             problem(
                 format!("listeners[{index}].address"),
@@ -175,8 +232,8 @@ pub fn check(config: &Config) -> Vec<Problem> {
     }
 
     let mut origin_names = HashSet::new();
-    for (index, origin) in file.origins.iter().enumerate() {
-        let key = format!("origins[{index}]");
+    for origin in &file.origins {
+        let key = format!("origins[{}]", origin.index);
         if origin.name.is_empty() {
             problem(format!("{key}.name"), "origin name is empty".into());
         } else if !origin_names.insert(origin.name.as_str()) {
@@ -222,10 +279,14 @@ pub fn check(config: &Config) -> Vec<Problem> {
         }
     }
 
+    for name in broken_origins {
+        origin_names.insert(name.as_str());
+    }
+
     let mut route_names = HashSet::new();
     let mut default_route: Option<&str> = None;
-    for (index, route) in file.routes.iter().enumerate() {
-        let key = format!("routes[{index}]");
+    for route in &file.routes {
+        let key = format!("routes[{}]", route.index);
         if route.name.is_empty() {
             problem(format!("{key}.name"), "route name is empty".into());
         } else if !route_names.insert(route.name.as_str()) {

@@ -1,0 +1,171 @@
+//! Shared test support: the real `actias` binary on an ephemeral port, a
+//! real HTTP origin on loopback, and a raw-socket client for requests that
+//! HTTP libraries would normalise.
+
+#![allow(dead_code)]
+
+pub mod origin;
+pub mod raw;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use origin::Origin;
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Path of the `actias` binary built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_actias")
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A directory holding a config file and its scripts.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// Writes `actias.yaml` and each `(relative path, content)` script.
+    pub fn new(config: &str, scripts: &[(&str, &str)]) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("actias.yaml"), config)?;
+        for (path, content) in scripts {
+            let full = dir.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(full, content)?;
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("actias.yaml")
+    }
+
+    /// Runs `actias check` on this config.
+    pub fn check(&self) -> TestResult<Output> {
+        check(&self.config_path())
+    }
+}
+
+/// Runs `actias check --config PATH`.
+pub fn check(path: &Path) -> TestResult<Output> {
+    Ok(Command::new(binary())
+        .args(["check", "--config"])
+        .arg(path)
+        .output()?)
+}
+
+/// A running proxy, killed when dropped.
+pub struct Proxy {
+    pub port: u16,
+    child: Child,
+    log_path: PathBuf,
+    config: ConfigDir,
+}
+
+impl Proxy {
+    /// Starts the proxy with `config`, where `{port}` is replaced by the
+    /// listening port, and waits until it accepts connections.
+    pub fn start(config: &str, scripts: &[(&str, &str)]) -> TestResult<Self> {
+        let port = free_port();
+        let config = ConfigDir::new(&config.replace("{port}", &port.to_string()), scripts)?;
+        let log_path = config.dir.path().join("actias.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config.config_path())
+            .env("RUST_LOG", "info,actias=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let mut proxy = Self {
+            port,
+            child,
+            log_path,
+            config,
+        };
+        proxy.wait_ready()?;
+        Ok(proxy)
+    }
+
+    fn wait_ready(&mut self) -> TestResult {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("actias exited with {status}: {}", self.log()).into());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(format!("actias did not listen within 20 s: {}", self.log()).into())
+    }
+
+    /// Returns `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Returns everything the proxy has logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log_path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits up to two seconds for a log line containing every one of
+    /// `parts`, and returns it.
+    pub fn wait_log_line(&self, parts: &[&str]) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let log = self.log();
+            let found = log
+                .lines()
+                .find(|line| parts.iter().all(|part| line.contains(part)));
+            if let Some(line) = found {
+                return Some(line.to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.config.dir.path()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP client that keeps connections alive and does not
+/// follow redirects.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build the HTTP client")
+}
