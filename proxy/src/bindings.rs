@@ -5,6 +5,9 @@
 //! sandboxed, so that scripts see them as read-only globals.
 
 mod json;
+mod log;
+
+pub use log::{CurrentRequest, ScriptIdentity};
 
 use mlua::{Error, Function, Lua, Result, Value};
 
@@ -15,6 +18,8 @@ pub const FETCH_LISTENER: &str = "actias.listener.fetch";
 pub fn install(lua: &Lua) -> Result<()> {
     let globals = lua.globals();
     globals.raw_set("json", json::create(lua)?)?;
+    globals.raw_set("log", log::create(lua)?)?;
+    globals.raw_set("print", log::create_print(lua)?)?;
     globals.raw_set(
         "add_event_listener",
         lua.create_function(add_event_listener)?,

@@ -13,8 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    ConfigFile, LimitsSection, ListenerSection, OriginSection, RouteSection, ServerSection,
-    DEFAULT_LISTEN,
+    AdminSection, ConfigFile, LimitsSection, ListenerSection, LogFormat, LogSection, OriginSection,
+    RouteSection, ServerSection, DEFAULT_ADMIN, DEFAULT_LISTEN,
 };
 pub use locate::Locations;
 

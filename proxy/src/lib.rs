@@ -5,8 +5,11 @@
 //! `script`), runs the route's script with the `bindings` installed, and
 //! either answers from Lua or forwards to the origin.
 
+pub mod admin;
 pub mod bindings;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod routing;

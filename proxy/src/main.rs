@@ -41,7 +41,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
         Command::Run { config, upgrade } => match server::run(&config, upgrade) {
             Ok(()) => ExitCode::SUCCESS,
@@ -75,14 +74,4 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-/// Logs to standard error; `RUST_LOG` sets the filter (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

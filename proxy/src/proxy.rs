@@ -6,7 +6,7 @@
 //! 2. `upstream_peer` picks a server of the route's origin.
 //! 3. `upstream_request_filter` applies the recorded edits and adds the
 //!    forwarding headers.
-//! 4. `logging` writes the access-log line.
+//! 4. `logging` writes the access-log line and records the metrics.
 //!
 //! `fail_to_proxy` turns origin failures into 502 and 504 responses.
 
@@ -22,11 +22,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::prelude::*;
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use context::RequestContext;
 
+use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
 
 /// The proxy service; holds the current snapshot.
@@ -85,6 +87,26 @@ impl ProxyHttp for ActiasProxy {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         upstream_peer::fail(session, error, ctx).await
+    }
+
+    /// Runs after a connection to the origin is made or taken from the pool.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let origin = ctx.origin_name.as_deref().unwrap_or("");
+        let reused = if reused { "true" } else { "false" };
+        METRICS
+            .origin_connections
+            .with_label_values(&[origin, reused])
+            .inc();
+        Ok(())
     }
 
     /// Runs once at the end of every request, whatever happened.

@@ -43,6 +43,8 @@ pub enum ScriptError {
 
 /// The script of one route and its pool of ready VMs.
 pub struct RouteScript {
+    /// Name of the route that runs this script.
+    pub route: String,
     /// Chunk name used in tracebacks: `route/script-path`.
     pub chunk_name: String,
     bytecode: Bytecode,
@@ -53,13 +55,19 @@ pub struct RouteScript {
 impl RouteScript {
     /// Loads `bytecode` into `ready` VMs; the first load also checks that
     /// the script's top level runs and registers a handler.
-    pub fn new(chunk_name: String, bytecode: Bytecode, ready: usize) -> Result<Self, ScriptError> {
+    pub fn new(
+        route: String,
+        chunk_name: String,
+        bytecode: Bytecode,
+        ready: usize,
+    ) -> Result<Self, ScriptError> {
         let memory_limit = DEFAULT_MEMORY_LIMIT;
         let mut idle = Vec::with_capacity(ready.max(1));
         for _ in 0..ready.max(1) {
-            idle.push(Vm::new(&bytecode, &chunk_name, memory_limit)?);
+            idle.push(Vm::new(&bytecode, &route, &chunk_name, memory_limit)?);
         }
         Ok(Self {
+            route,
             chunk_name,
             bytecode,
             memory_limit,
@@ -85,7 +93,12 @@ impl RouteScript {
             Some(vm) => Ok(vm),
             // Every VM is busy: more requests run this script at once than
             // there are worker threads, so the pool grows by one.
-            None => Vm::new(&self.bytecode, &self.chunk_name, self.memory_limit),
+            None => Vm::new(
+                &self.bytecode,
+                &self.route,
+                &self.chunk_name,
+                self.memory_limit,
+            ),
         }
     }
 

@@ -9,7 +9,10 @@ use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
+use crate::admin::AdminApp;
 use crate::config::{self, Config, Problems, DEFAULT_LISTEN};
+use crate::logging;
+use crate::metrics::METRICS;
 use crate::proxy::ActiasProxy;
 use crate::script::ScriptCache;
 use crate::snapshot::Snapshot;
@@ -57,7 +60,12 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     let threads = config::load(path)
         .map(|config| config.file.server.threads)
         .unwrap_or(1);
-    let (config, snapshot) = load(path, threads).map_err(StartError::Config)?;
+    let (config, snapshot) = load(path, threads).map_err(|problems| {
+        METRICS.config_loads.with_label_values(&["failure"]).inc();
+        StartError::Config(problems)
+    })?;
+    METRICS.config_loads.with_label_values(&["success"]).inc();
+    logging::init(&config.file.log);
 
     let mut listeners: Vec<String> = config
         .file
@@ -70,8 +78,13 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     }
     // Pingora binds later and cannot report a busy port clearly, so try
     // each address first. An upgrading process takes the old one's sockets.
+    let admin = &config.file.admin;
+    let mut bound = listeners.clone();
+    if admin.enabled {
+        bound.push(admin.address.clone());
+    }
     if !upgrade {
-        for address in &listeners {
+        for address in &bound {
             TcpListener::bind(address).map_err(|source| StartError::Bind {
                 address: address.clone(),
                 source,
@@ -111,5 +124,15 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
         tracing::info!(%address, "listening");
     }
     server.add_service(service);
+
+    if admin.enabled {
+        let addresses = listeners.iter().filter_map(|a| a.parse().ok()).collect();
+        let mut admin_service =
+            pingora::services::listening::Service::new("admin".into(), AdminApp::new(addresses));
+        admin_service.threads = Some(1);
+        admin_service.add_tcp(&admin.address);
+        tracing::info!(address = %admin.address, "admin listening");
+        server.add_service(admin_service);
+    }
     server.run_forever();
 }

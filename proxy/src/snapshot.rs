@@ -62,7 +62,8 @@ impl Snapshot {
                         script_files.push(path.clone());
                     }
                     let chunk_name = format!("{}/{}", section.name, script);
-                    match load_script(&path, chunk_name, cache, vms_per_script) {
+                    let route = section.name.clone();
+                    match load_script(&path, route, chunk_name, cache, vms_per_script) {
                         Ok(script) => Some(Arc::new(script)),
                         Err(LoadFailure::Problem(problem)) => {
                             problems.push(problem);
@@ -111,6 +112,7 @@ enum LoadFailure {
 /// Reads, compiles and loads one script.
 fn load_script(
     path: &PathBuf,
+    route: String,
     chunk_name: String,
     cache: &ScriptCache,
     vms: usize,
@@ -127,7 +129,7 @@ fn load_script(
     let bytecode = cache
         .get_or_compile(&source)
         .map_err(|e| problem(e.line, format!("syntax error: {}", e.message)))?;
-    RouteScript::new(chunk_name.clone(), bytecode, vms).map_err(|e| {
+    RouteScript::new(route, chunk_name.clone(), bytecode, vms).map_err(|e| {
         let line = match &e {
             ScriptError::Load(message) => line_in(message, &chunk_name),
             _ => None,

@@ -203,9 +203,14 @@ fn run_logs_listener_and_counts() -> TestResult {
         "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: a\n    hosts: [a.test]\n    script: s.lua\n  - name: b\n    hosts: [b.test]\n    script: s.lua\n",
         &[("s.lua", "add_event_listener(\"fetch\", function() return {} end)")],
     )?;
-    let loaded = proxy.wait_log_line(&["config loaded", "routes=2", "scripts=1"]);
-    assert!(loaded.is_some(), "{}", proxy.log());
-    let listening = proxy.wait_log_line(&["listening", &format!("127.0.0.1:{}", proxy.port)]);
+    let loaded = proxy
+        .wait_log_line(&["config loaded"])
+        .ok_or_else(|| proxy.log())?;
+    let loaded: serde_json::Value = serde_json::from_str(&loaded)?;
+    assert_eq!(loaded["routes"], 2);
+    assert_eq!(loaded["scripts"], 1);
+    let address = format!("\"address\":\"127.0.0.1:{}\"", proxy.port);
+    let listening = proxy.wait_log_line(&["\"listening\"", &address]);
     assert!(listening.is_some(), "{}", proxy.log());
     Ok(())
 }

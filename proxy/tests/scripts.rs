@@ -127,9 +127,13 @@ fn script_error_returns_500_without_traceback() -> TestResult {
     let line = proxy
         .wait_log_line(&["script failed", request_id])
         .ok_or_else(|| format!("no log line for the failure: {}", proxy.log()))?;
-    assert!(line.contains("route=main"), "{line}");
-    assert!(line.contains("main/main.lua:3"), "{line}");
-    assert!(proxy.log().contains("traceback"), "{}", proxy.log());
+    let entry: Value = serde_json::from_str(&line)?;
+    assert_eq!(entry["level"], "WARN");
+    assert_eq!(entry["route"], "main");
+    assert_eq!(entry["script"], "main/main.lua");
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(error.contains("main/main.lua:3"), "{error}");
+    assert!(error.contains("traceback"), "{error}");
     Ok(())
 }
 

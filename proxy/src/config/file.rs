@@ -43,6 +43,62 @@ pub struct ListenerSection {
     pub address: String,
 }
 
+/// Default admin listener address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// The admin listener: metrics and health endpoints, never user traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Serve the admin endpoints.
+    pub enabled: bool,
+    /// `host:port` of the admin listener; keep it off public interfaces.
+    pub address: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: DEFAULT_ADMIN.to_string(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `time LEVEL target: message key=value ...` per line.
+    Text,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Line format of every log line, access log included.
+    pub format: LogFormat,
+    /// Write one access-log line per request.
+    pub access_log: bool,
+    /// Default filter, such as `info` or `info,actias=debug`; the
+    /// `RUST_LOG` environment variable overrides it.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            access_log: true,
+            level: "info".to_string(),
+        }
+    }
+}
+
 /// Limits applied to every request.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +178,8 @@ pub struct RouteSection {
 pub struct ConfigFile {
     pub server: ServerSection,
     pub listeners: Vec<ListenerSection>,
+    pub admin: AdminSection,
+    pub log: LogSection,
     pub limits: LimitsSection,
     pub origins: Vec<OriginSection>,
     pub routes: Vec<RouteSection>,

@@ -23,7 +23,7 @@ pub struct StructureError {
     pub message: String,
 }
 
-const SECTIONS: &str = "server, listeners, limits, origins, routes";
+const SECTIONS: &str = "server, listeners, admin, log, limits, origins, routes";
 
 /// What deserialization produced: every section and item that parsed,
 /// and one error for each that did not.
@@ -75,6 +75,8 @@ pub fn deserialize(text: &str) -> Deserialized {
         match name {
             "server" => section(name, value, &mut errors, |v| file.server = v),
             "limits" => section(name, value, &mut errors, |v| file.limits = v),
+            "admin" => section(name, value, &mut errors, |v| file.admin = v),
+            "log" => section(name, value, &mut errors, |v| file.log = v),
             "listeners" => file.listeners = items(name, value, &mut errors),
             "origins" => {
                 broken_origins = item_names(&value);
@@ -231,11 +233,51 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
         }
     }
 
+    if file.admin.enabled {
+        if file.admin.address.parse::<SocketAddr>().is_err() {
+            problem(
+                "admin.address".into(),
+                format!(
+                    "`{}` is not an IP address and port; write it as `127.0.0.1:9090`",
+                    file.admin.address
+                ),
+            );
+        }
+        let public = file
+            .listeners
+            .iter()
+            .any(|l| l.address == file.admin.address);
+        if public {
+            problem(
+                "admin.address".into(),
+                format!(
+                    "admin address `{}` is also a public listener; use another port",
+                    file.admin.address
+                ),
+            );
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&file.log.level) {
+        problem(
+            "log.level".into(),
+            format!(
+                "`{}` is not a log filter ({e}); write `info` or `info,actias=debug`",
+                file.log.level
+            ),
+        );
+    }
+
     let mut origin_names = HashSet::new();
     for origin in &file.origins {
         let key = format!("origins[{}]", origin.index);
-        if origin.name.is_empty() {
-            problem(format!("{key}.name"), "origin name is empty".into());
+        if !valid_name(&origin.name) {
+            problem(
+                format!("{key}.name"),
+                format!(
+                    "origin name `{}` is invalid; use letters, digits, `_`, `-` and `.`",
+                    origin.name
+                ),
+            );
         } else if !origin_names.insert(origin.name.as_str()) {
             problem(
                 format!("{key}.name"),
@@ -287,8 +329,14 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
     let mut default_route: Option<&str> = None;
     for route in &file.routes {
         let key = format!("routes[{}]", route.index);
-        if route.name.is_empty() {
-            problem(format!("{key}.name"), "route name is empty".into());
+        if !valid_name(&route.name) {
+            problem(
+                format!("{key}.name"),
+                format!(
+                    "route name `{}` is invalid; use letters, digits, `_`, `-` and `.`",
+                    route.name
+                ),
+            );
         } else if !route_names.insert(route.name.as_str()) {
             problem(
                 format!("{key}.name"),
@@ -366,6 +414,15 @@ fn check_route(
             );
         }
     }
+}
+
+/// Route and origin names appear in logs, metric labels and chunk names,
+/// so they are limited to a plain set of characters.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn check_server_address(server: &str) -> Result<(), String> {

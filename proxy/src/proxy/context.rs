@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::metrics::UNMATCHED_ROUTE;
 use crate::script::RequestEdits;
 use crate::snapshot::Snapshot;
 
@@ -20,8 +21,12 @@ pub struct RequestContext {
     pub script_ran: bool,
     /// Changes the script asked for before forwarding.
     pub edits: Option<RequestEdits>,
+    /// Name of the origin this request was sent to.
+    pub origin_name: Option<String>,
     /// Address of the origin server chosen for this request.
     pub origin_address: Option<String>,
+    /// When the origin server was chosen.
+    pub origin_started: Option<Instant>,
 }
 
 impl RequestContext {
@@ -33,15 +38,18 @@ impl RequestContext {
             route: None,
             script_ran: false,
             edits: None,
+            origin_name: None,
             origin_address: None,
+            origin_started: None,
         }
     }
 
-    /// Returns the matched route's name, or `-` when no route matched.
+    /// Returns the matched route's name, or `(unmatched)` when no route
+    /// matched.
     pub fn route_name(&self) -> &str {
         self.route
             .and_then(|index| self.snapshot.routes.get(index))
-            .map_or("-", |route| route.name.as_str())
+            .map_or(UNMATCHED_ROUTE, |route| route.name.as_str())
     }
 }
 

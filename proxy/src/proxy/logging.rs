@@ -1,16 +1,21 @@
-//! Last phase: one access-log line per request.
+//! Last phase: the access-log line and the request metrics.
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::RequestContext;
+use crate::logging::ACCESS_TARGET;
+use crate::metrics::{method_label, status_class, METRICS};
 
-/// Writes the access-log line for a finished request under the
-/// `actias::access` target.
+/// Records the metrics of a finished request and writes its access-log
+/// line under the `actias::access` target.
 pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestContext) {
     let status = session
         .response_written()
         .map_or(0, |response| response.status.as_u16());
+    let elapsed = ctx.started.elapsed();
+    record_metrics(session, status, elapsed.as_secs_f64(), ctx);
+
     let request = session.req_header();
     let client = session
         .client_addr()
@@ -23,7 +28,7 @@ pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestCont
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     tracing::info!(
-        target: "actias::access",
+        target: ACCESS_TARGET,
         request_id = %ctx.request_id,
         client = %client,
         method = %request.method,
@@ -34,7 +39,32 @@ pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestCont
         route = %ctx.route_name(),
         script = ctx.script_ran,
         origin = ctx.origin_address.as_deref().unwrap_or("-"),
-        duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
         error = error.map(|e| e.to_string()).unwrap_or_default(),
     );
+}
+
+fn record_metrics(session: &Session, status: u16, seconds: f64, ctx: &RequestContext) {
+    let route = ctx.route_name();
+    let method = method_label(session.req_header().method.as_str());
+    let class = status_class(status);
+    METRICS
+        .requests
+        .with_label_values(&[route, method, class])
+        .inc();
+    METRICS
+        .request_duration
+        .with_label_values(&[route])
+        .observe(seconds);
+
+    if let (Some(origin), Some(started)) = (&ctx.origin_name, ctx.origin_started) {
+        METRICS
+            .origin_requests
+            .with_label_values(&[origin.as_str(), class])
+            .inc();
+        METRICS
+            .origin_duration
+            .with_label_values(&[origin.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
 }

@@ -7,6 +7,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::{respond, RequestContext};
+use crate::metrics::{thread_cpu_seconds, METRICS};
 use crate::routing::{normalize_host, Lookup, NormalizedPath};
 use crate::script::{Outcome, RequestInput};
 
@@ -66,6 +67,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
 
     let request = session.req_header();
     let input = RequestInput {
+        request_id: &ctx.request_id,
         method: &method,
         url: format!("http://{host_header}{}", request.uri),
         path: path.to_path_string(),
@@ -78,9 +80,19 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         client_ip: client_ip(session),
         route: &route.name,
     };
-    ctx.script_ran = true;
+    let cpu_start = thread_cpu_seconds();
     let outcome = script.run(&input);
     drop(input);
+    ctx.script_ran = true;
+    METRICS
+        .script_cpu
+        .with_label_values(&[route.name.as_str()])
+        .observe(thread_cpu_seconds() - cpu_start);
+    let result = if outcome.is_ok() { "ok" } else { "error" };
+    METRICS
+        .script_runs
+        .with_label_values(&[route.name.as_str(), result])
+        .inc();
 
     match outcome {
         Ok(Outcome::Respond(response)) => {

@@ -25,7 +25,9 @@ pub fn select(ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
             format!("origin `{}` has no server to send to", origin.name),
         );
     };
+    ctx.origin_name = Some(origin.name.clone());
     ctx.origin_address = Some(peer.address().to_string());
+    ctx.origin_started = Some(std::time::Instant::now());
     Ok(Box::new(peer))
 }
 

@@ -37,9 +37,12 @@ impl ScriptCache {
     /// Returns the bytecode of `source`, compiling it on a cache miss.
     pub fn get_or_compile(&self, source: &[u8]) -> Result<Bytecode, CompileError> {
         let hash: [u8; 32] = Sha256::digest(source).into();
+        let lookups = &crate::metrics::METRICS.script_cache;
         if let Some(bytecode) = self.compiled.get(&hash) {
+            lookups.with_label_values(&["hit"]).inc();
             return Ok(bytecode);
         }
+        lookups.with_label_values(&["miss"]).inc();
         let bytecode = compile(source)?;
         self.compiled.insert(hash, bytecode.clone());
         Ok(bytecode)

@@ -9,6 +9,8 @@ use mlua::{Error, Lua, Result, Table, Value};
 
 /// What a handler sees of one request.
 pub struct RequestInput<'a> {
+    /// Id of this request in logs and error responses.
+    pub request_id: &'a str,
     pub method: &'a str,
     /// Full URL: scheme, host, raw path and query.
     pub url: String,

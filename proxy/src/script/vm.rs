@@ -53,11 +53,16 @@ impl Vm {
     /// Creates a VM and runs the script's top level under `chunk_name`.
     pub fn new(
         bytecode: &[u8],
+        route: &str,
         chunk_name: &str,
         memory_limit: usize,
     ) -> Result<Self, ScriptError> {
         let setup = |e: mlua::Error| ScriptError::Setup(e.to_string());
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(setup)?;
+        lua.set_app_data(bindings::ScriptIdentity {
+            route: route.to_string(),
+            script: chunk_name.to_string(),
+        });
         bindings::install(&lua).map_err(setup)?;
         let headers_metatable: Table = lua
             .load(HEADERS_METATABLE)
@@ -86,6 +91,8 @@ impl Vm {
 
     /// Calls the fetch handler for one request.
     pub fn call(&self, input: &RequestInput<'_>) -> mlua::Result<Outcome> {
+        self.lua
+            .set_app_data(bindings::CurrentRequest(input.request_id.to_string()));
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
         let returned: Value = self.handler.call(&request)?;
         match returned {

@@ -70,6 +70,8 @@ pub fn check(path: &Path) -> TestResult<Output> {
 /// A running proxy, killed when dropped.
 pub struct Proxy {
     pub port: u16,
+    /// Port of the admin listener.
+    pub admin_port: u16,
     child: Child,
     log_path: PathBuf,
     config: ConfigDir,
@@ -77,10 +79,18 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy with `config`, where `{port}` is replaced by the
-    /// listening port, and waits until it accepts connections.
+    /// listening port, and waits until it accepts connections. Unless the
+    /// config has an `admin` section, the admin listener gets a free port.
     pub fn start(config: &str, scripts: &[(&str, &str)]) -> TestResult<Self> {
         let port = free_port();
-        let config = ConfigDir::new(&config.replace("{port}", &port.to_string()), scripts)?;
+        let admin_port = free_port();
+        let mut text = config
+            .replace("{port}", &port.to_string())
+            .replace("{admin_port}", &admin_port.to_string());
+        if !text.starts_with("admin:") && !text.contains("\nadmin:") {
+            text.push_str(&format!("\nadmin:\n  address: 127.0.0.1:{admin_port}\n"));
+        }
+        let config = ConfigDir::new(&text, scripts)?;
         let log_path = config.dir.path().join("actias.log");
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary())
@@ -93,6 +103,7 @@ impl Proxy {
             .spawn()?;
         let mut proxy = Self {
             port,
+            admin_port,
             child,
             log_path,
             config,
@@ -113,6 +124,19 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(25));
         }
         Err(format!("actias did not listen within 20 s: {}", self.log()).into())
+    }
+
+    /// Returns `http://127.0.0.1:ADMIN_PORT` followed by `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Returns the log lines parsed as JSON objects; other lines are skipped.
+    pub fn json_log(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Returns `http://127.0.0.1:PORT` followed by `path`.

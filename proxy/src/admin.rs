@@ -1,0 +1,141 @@
+//! The admin listener: `/metrics`, `/healthz` and `/readyz`.
+//!
+//! It runs as its own Pingora service on its own address, so user traffic
+//! never reaches it and it keeps answering when the public listeners are
+//! saturated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{header, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::METRICS;
+
+/// Serves the admin endpoints.
+pub struct AdminApp {
+    /// Public listener addresses that must accept connections to be ready.
+    listeners: Vec<SocketAddr>,
+    /// Set once every listener has accepted a connection.
+    listening: AtomicBool,
+}
+
+impl AdminApp {
+    pub fn new(listeners: Vec<SocketAddr>) -> Self {
+        Self {
+            listeners,
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns `None` when ready, or the reason it is not.
+    async fn not_ready(&self) -> Option<String> {
+        if self.listening.load(Ordering::Relaxed) {
+            return None;
+        }
+        for address in &self.listeners {
+            let target = loopback_for(*address);
+            let connect = tokio::net::TcpStream::connect(target);
+            match tokio::time::timeout(Duration::from_millis(500), connect).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Some(format!(
+                        "listener {address} is not accepting connections yet"
+                    ))
+                }
+            }
+        }
+        self.listening.store(true, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Maps an unspecified bind address (`0.0.0.0`, `::`) to loopback, so the
+/// readiness check can connect to it.
+fn loopback_for(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), address.port())
+        }
+        _ => address,
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let (status, content_type, body) = match path.as_str() {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                METRICS.encode(),
+            ),
+            "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => match self.not_ready().await {
+                None => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Some(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n").into_bytes(),
+                ),
+            },
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; the admin endpoints are /metrics, /healthz and /readyz\n".to_vec(),
+            ),
+        };
+        let length = body.len();
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, length)
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_until_listener_accepts() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        runtime.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let address = listener.local_addr().expect("address");
+            drop(listener);
+
+            let app = AdminApp::new(vec![address]);
+            let reason = app.not_ready().await.expect("nothing listens yet");
+            assert!(reason.contains(&address.to_string()), "{reason}");
+
+            let _listener = tokio::net::TcpListener::bind(address)
+                .await
+                .expect("rebind");
+            assert_eq!(app.not_ready().await, None);
+        });
+    }
+
+    #[test]
+    fn unspecified_addresses_map_to_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("address");
+        assert_eq!(
+            loopback_for(any),
+            "127.0.0.1:8080".parse().expect("address")
+        );
+        let any6: SocketAddr = "[::]:8080".parse().expect("address");
+        assert_eq!(loopback_for(any6), "[::1]:8080".parse().expect("address"));
+    }
+}
