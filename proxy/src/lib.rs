@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod bindings;
 pub mod config;
+pub mod connection;
 pub mod logging;
 pub mod metrics;
 pub mod origin;

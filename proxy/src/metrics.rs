@@ -44,6 +44,9 @@ pub struct Metrics {
     pub origin_duration: HistogramVec,
     /// `actias_origin_connections_total{origin, reused}`.
     pub origin_connections: IntCounterVec,
+    /// `actias_origin_failures_total{origin, kind}`, kind `connect`,
+    /// `timeout` or `other`.
+    pub origin_failures: IntCounterVec,
     /// `actias_config_loads_total{outcome}`, outcome `success` or `failure`.
     pub config_loads: IntCounterVec,
     /// `actias_build_info{version}`, always 1.
@@ -117,6 +120,12 @@ impl Metrics {
             "Connections used for origin requests, by origin and whether pooled (reused).",
             &["origin", "reused"],
         );
+        let origin_failures = counter(
+            "actias_origin_failures_total",
+            "Requests that failed at the origin before a full response, by origin and kind \
+             (connect, timeout, other).",
+            &["origin", "kind"],
+        );
         let config_loads = counter(
             "actias_config_loads_total",
             "Config loads, by outcome (success, failure).",
@@ -137,6 +146,16 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for outcome in ["success", "failure"] {
+            config_loads.with_label_values(&[outcome]).reset();
+        }
+        for result in ["hit", "miss"] {
+            script_cache.with_label_values(&[result]).reset();
+        }
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = registry.register(Box::new(process)) {
+            tracing::warn!(error = %e, "cannot export process metrics");
+        }
 
         Self {
             registry,
@@ -148,8 +167,23 @@ impl Metrics {
             origin_requests,
             origin_duration,
             origin_connections,
+            origin_failures,
             config_loads,
             build_info,
+        }
+    }
+
+    /// Creates the series of every outcome of every route with a script at
+    /// zero, so that the first error shows as an increase.
+    pub fn register_routes<'a>(&self, routes: impl IntoIterator<Item = (&'a str, bool)>) {
+        for (route, has_script) in routes {
+            if has_script {
+                for outcome in ["ok", "error", "limit"] {
+                    self.script_runs
+                        .with_label_values(&[route, outcome])
+                        .reset();
+                }
+            }
         }
     }
 

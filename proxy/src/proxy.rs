@@ -11,6 +11,7 @@
 //! `fail_to_proxy` turns origin failures into 502 and 504 responses.
 
 mod context;
+mod front_door;
 mod logging;
 mod request_filter;
 mod respond;
@@ -25,6 +26,7 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
 
 pub use context::RequestContext;
 
@@ -49,6 +51,7 @@ impl ProxyHttp for ActiasProxy {
 
     /// Starts a request on the snapshot that is current now.
     fn new_ctx(&self) -> Self::CTX {
+        crate::connection::mark_head_read();
         RequestContext::new(self.snapshot.load_full())
     }
 
@@ -107,6 +110,16 @@ impl ProxyHttp for ActiasProxy {
             .with_label_values(&[origin, reused])
             .inc();
         Ok(())
+    }
+
+    /// Keeps Pingora from logging, at error level, clients that went away:
+    /// they are the client's doing and show in the access log.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     /// Runs once at the end of every request, whatever happened.

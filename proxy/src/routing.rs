@@ -14,7 +14,7 @@ mod path;
 use std::collections::HashMap;
 
 pub use host::{normalize_host, wildcard_suffixes, HostPattern};
-pub use path::{NormalizedPath, PathPattern, PathRank};
+pub use path::{encode_path, NormalizedPath, PathPattern, PathRank};
 
 use crate::config::RouteSection;
 
@@ -127,8 +127,10 @@ impl Router {
             let Some((rank, params)) = match_paths(&rules.paths, path) else {
                 continue;
             };
+            // A route that takes GET also takes HEAD, as in nginx.
             let method_ok = rules.methods.is_empty()
-                || rules.methods.iter().any(|m| m.eq_ignore_ascii_case(method));
+                || rules.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+                || (method == "HEAD" && rules.methods.iter().any(|m| m == "GET"));
             if !method_ok {
                 allow.extend(rules.methods.iter().cloned());
                 continue;
@@ -178,6 +180,10 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             script: None,
             origin: Some("o".into()),
+            limits: Default::default(),
+            on_failure: Default::default(),
+            error_status: 500,
+            limit_status: 503,
         }
     }
 

@@ -6,6 +6,7 @@
 //! compiles or creates a Lua state while VMs are free. The request table
 //! and the handler's answer are converted in `request` and `response`.
 
+mod budget;
 mod compile;
 mod request;
 mod response;
@@ -16,10 +17,9 @@ use std::sync::Mutex;
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
 pub use request::{RequestEdits, RequestInput};
 pub use response::ScriptResponse;
-pub use vm::{Outcome, Vm};
+use std::time::Duration;
 
-/// Default memory limit of one VM, in bytes.
-pub const DEFAULT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+pub use vm::{Outcome, Vm};
 
 /// A failure to load or run a script.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,10 @@ pub enum ScriptError {
     /// The handler raised an error or returned something invalid.
     #[error("{0}")]
     Runtime(String),
+    /// The handler exceeded its CPU time or memory limit; the message says
+    /// which, and `detail` holds the Lua error at the point of the stop.
+    #[error("{message}")]
+    Limit { message: String, detail: String },
 }
 
 /// The script of one route and its pool of ready VMs.
@@ -59,9 +63,9 @@ impl RouteScript {
         route: String,
         chunk_name: String,
         bytecode: Bytecode,
+        memory_limit: usize,
         ready: usize,
     ) -> Result<Self, ScriptError> {
-        let memory_limit = DEFAULT_MEMORY_LIMIT;
         let mut idle = Vec::with_capacity(ready.max(1));
         for _ in 0..ready.max(1) {
             idle.push(Vm::new(&bytecode, &route, &chunk_name, memory_limit)?);
@@ -75,12 +79,33 @@ impl RouteScript {
         })
     }
 
-    /// Runs the fetch handler on an idle VM.
-    pub fn run(&self, input: &RequestInput<'_>) -> Result<Outcome, ScriptError> {
-        let vm = self.take_vm()?;
-        let outcome = vm.call(input);
-        self.return_vm(vm);
-        outcome.map_err(|e| ScriptError::Runtime(e.to_string()))
+    /// Runs the fetch handler on an idle VM within `cpu_limit`. A VM that
+    /// hit a limit is dropped, so the next request starts from fresh globals.
+    /// Also returns the CPU time the handler used.
+    pub async fn run(
+        &self,
+        input: &RequestInput<'_>,
+        cpu_limit: Duration,
+    ) -> (Result<Outcome, ScriptError>, Duration) {
+        let vm = match self.take_vm() {
+            Ok(vm) => vm,
+            Err(e) => return (Err(e), Duration::ZERO),
+        };
+        let (result, used) = vm.call(input, cpu_limit).await;
+        let hit_limit = matches!(&result, Err(e) if e.limit.is_some());
+        if hit_limit || vm.near_memory_limit() {
+            tracing::debug!(route = %self.route, "dropping a VM that reached its limits");
+        } else {
+            self.return_vm(vm);
+        }
+        let result = result.map_err(|e| match e.limit {
+            Some(message) => ScriptError::Limit {
+                message,
+                detail: e.error.to_string(),
+            },
+            None => ScriptError::Runtime(e.error.to_string()),
+        });
+        (result, used)
     }
 
     fn take_vm(&self) -> Result<Vm, ScriptError> {

@@ -4,13 +4,16 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{self, Config, Problems, DEFAULT_LISTEN};
+use crate::connection::Connections;
 use crate::logging;
 use crate::metrics::METRICS;
 use crate::proxy::ActiasProxy;
@@ -57,15 +60,26 @@ pub fn load(path: &Path, vms_per_script: usize) -> Result<(Config, Snapshot), Pr
 
 /// Runs the proxy until it is told to stop. Does not return on success.
 pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
-    let threads = config::load(path)
-        .map(|config| config.file.server.threads)
-        .unwrap_or(1);
+    // Start logging before the scripts load, so that their top-level `print`
+    // and `log.*` lines are kept.
+    let threads = match config::load(path) {
+        Ok(config) => {
+            logging::init(&config.file.log);
+            config.file.server.threads
+        }
+        Err(_) => 1,
+    };
     let (config, snapshot) = load(path, threads).map_err(|problems| {
         METRICS.config_loads.with_label_values(&["failure"]).inc();
         StartError::Config(problems)
     })?;
     METRICS.config_loads.with_label_values(&["success"]).inc();
-    logging::init(&config.file.log);
+    METRICS.register_routes(
+        snapshot
+            .routes
+            .iter()
+            .map(|route| (route.name.as_str(), route.script.is_some())),
+    );
 
     let mut listeners: Vec<String> = config
         .file
@@ -101,8 +115,14 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
 
     let server_section = &config.file.server;
+    // Each worker thread runs its own runtime and accept loop, and tasks stay
+    // on the thread that accepted them. A long script yields every few
+    // milliseconds of CPU time (see `script::budget`), so the other
+    // connections of its thread keep moving.
     let conf = ServerConf {
         threads,
+        work_stealing: false,
+        listener_tasks_per_fd: threads,
         grace_period_seconds: Some(server_section.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(server_section.graceful_shutdown_timeout_seconds),
         ..ServerConf::default()
@@ -117,8 +137,14 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, ActiasProxy::new(shared));
+    let proxy = pingora::proxy::http_proxy(&server.configuration, ActiasProxy::new(shared));
+    let limits = &config.file.limits;
+    let connections = Connections::new(
+        proxy,
+        Duration::from_millis(limits.header_timeout_ms),
+        Duration::from_millis(limits.keepalive_timeout_ms),
+    );
+    let mut service = Service::new("actias".into(), connections);
     for address in &listeners {
         service.add_tcp(address);
         tracing::info!(%address, "listening");
@@ -127,8 +153,7 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
 
     if admin.enabled {
         let addresses = listeners.iter().filter_map(|a| a.parse().ok()).collect();
-        let mut admin_service =
-            pingora::services::listening::Service::new("admin".into(), AdminApp::new(addresses));
+        let mut admin_service = Service::new("admin".into(), AdminApp::new(addresses));
         admin_service.threads = Some(1);
         admin_service.add_tcp(&admin.address);
         tracing::info!(address = %admin.address, "admin listening");

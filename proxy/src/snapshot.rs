@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, LimitsSection, Problem, Problems};
+use crate::config::{Config, LimitsSection, OnFailure, Problem, Problems};
 use crate::origin::Origin;
 use crate::routing::Router;
 use crate::script::{RouteScript, ScriptCache, ScriptError};
@@ -18,6 +19,13 @@ pub struct Route {
     pub name: String,
     pub script: Option<Arc<RouteScript>>,
     pub origin: Option<Arc<Origin>>,
+    /// CPU time the fetch handler may use per request.
+    pub cpu_limit: Duration,
+    /// Largest body read for the script on a route without an origin.
+    pub max_request_body_bytes: usize,
+    pub on_failure: OnFailure,
+    pub error_status: u16,
+    pub limit_status: u16,
 }
 
 /// Everything a request needs from the configuration.
@@ -52,8 +60,10 @@ impl Snapshot {
 
         let mut routes = Vec::new();
         let mut script_files = Vec::new();
+        let defaults = &config.file.limits;
         for section in &config.file.routes {
             let index = section.index;
+            let memory_limit = section.limits.memory_bytes.unwrap_or(defaults.memory_bytes);
             let script = match &section.script {
                 None => None,
                 Some(script) => {
@@ -63,7 +73,11 @@ impl Snapshot {
                     }
                     let chunk_name = format!("{}/{}", section.name, script);
                     let route = section.name.clone();
-                    match load_script(&path, route, chunk_name, cache, vms_per_script) {
+                    let vms = ScriptVms {
+                        memory_limit,
+                        count: vms_per_script,
+                    };
+                    match load_script(&path, route, chunk_name, cache, vms) {
                         Ok(script) => Some(Arc::new(script)),
                         Err(LoadFailure::Problem(problem)) => {
                             problems.push(problem);
@@ -83,10 +97,19 @@ impl Snapshot {
                 .origin
                 .as_ref()
                 .and_then(|name| origins.get(name).cloned());
+            let cpu_ms = section.limits.cpu_ms.unwrap_or(defaults.cpu_ms);
             routes.push(Route {
                 name: section.name.clone(),
                 script,
                 origin,
+                cpu_limit: Duration::from_millis(cpu_ms),
+                max_request_body_bytes: section
+                    .limits
+                    .max_request_body_bytes
+                    .unwrap_or(defaults.max_request_body_bytes),
+                on_failure: section.on_failure,
+                error_status: section.error_status,
+                limit_status: section.limit_status,
             });
         }
 
@@ -102,6 +125,12 @@ impl Snapshot {
     }
 }
 
+/// How many VMs to load for a script, and their memory limit.
+struct ScriptVms {
+    memory_limit: usize,
+    count: usize,
+}
+
 enum LoadFailure {
     /// The file cannot be read; reported against the config key.
     Unreadable(std::io::Error),
@@ -115,7 +144,7 @@ fn load_script(
     route: String,
     chunk_name: String,
     cache: &ScriptCache,
-    vms: usize,
+    vms: ScriptVms,
 ) -> Result<RouteScript, LoadFailure> {
     let source = std::fs::read(path).map_err(LoadFailure::Unreadable)?;
     let problem = |line: Option<usize>, message: String| {
@@ -129,7 +158,14 @@ fn load_script(
     let bytecode = cache
         .get_or_compile(&source)
         .map_err(|e| problem(e.line, format!("syntax error: {}", e.message)))?;
-    RouteScript::new(route, chunk_name.clone(), bytecode, vms).map_err(|e| {
+    RouteScript::new(
+        route,
+        chunk_name.clone(),
+        bytecode,
+        vms.memory_limit,
+        vms.count,
+    )
+    .map_err(|e| {
         let line = match &e {
             ScriptError::Load(message) => line_in(message, &chunk_name),
             _ => None,

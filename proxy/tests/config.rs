@@ -225,3 +225,14 @@ fn help_lists_defaults() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn check_rejects_duplicate_listeners() -> TestResult {
+    let dir = ConfigDir::new(
+        "listeners:\n  - address: 127.0.0.1:21600\n  - address: 127.0.0.1:21600\nroutes:\n  - name: r\n    default: true\n    script: ok.lua\n",
+        &[("ok.lua", "add_event_listener(\"fetch\", function() return {} end)")],
+    )?;
+    let text = stderr(&dir.check()?);
+    assert!(text.contains("actias.yaml:3: listeners[1].address: listener address `127.0.0.1:21600` is listed twice"), "{text}");
+    Ok(())
+}

@@ -211,3 +211,80 @@ fn script_without_origin_that_returns_nothing_gives_502() -> TestResult {
     assert!(response.text()?.contains("no origin"));
     Ok(())
 }
+
+#[test]
+fn origin_sees_the_path_that_was_routed() -> TestResult {
+    let origin = Origin::start("one");
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: app\n    servers: [\"{}\"]\nroutes:\n  - name: admin\n    hosts: [o.test]\n    paths: [\"/admin/*\"]\n    script: deny.lua\n    origin: app\n  - name: public\n    hosts: [o.test]\n    origin: app\n",
+        origin.address()
+    );
+    let deny =
+        "add_event_listener(\"fetch\", function() return {status = 403, body = \"denied\"} end)";
+    let proxy = Proxy::start(&config, &[("deny.lua", deny)])?;
+    let send = |target: &str| {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: o.test\r\nConnection: close\r\n\r\n");
+        raw::send(proxy.port, request.as_bytes())
+    };
+
+    let dotted = send("/admin/%2e%2e/public")?;
+    assert_eq!(echo(&dotted)?["target"], "/public");
+    let doubled = send("//admin/x")?;
+    assert_eq!(doubled.status, 403, "{}", doubled.body_text());
+    let plain = send("/public/a%20b?x=1")?;
+    assert_eq!(echo(&plain)?["target"], "/public/a%20b?x=1");
+    Ok(())
+}
+
+#[test]
+fn script_without_edits_keeps_header_order() -> TestResult {
+    let origin = Origin::start("one");
+    let proxy = Proxy::start(
+        &config(&[&origin], true, ""),
+        &[(
+            "edit.lua",
+            "add_event_listener(\"fetch\", function(request) local _ = request.headers end)",
+        )],
+    )?;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Rep: 2\r\nX-Rep: 1\r\nX-Case: A\r\nConnection: close\r\n\r\n";
+    let echo = echo(&raw::send(proxy.port, request)?)?;
+    assert_eq!(header(&echo, "X-Rep"), ["2", "1"]);
+    let names: Vec<&str> = echo["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| pair[0].as_str())
+        .collect();
+    assert!(names.contains(&"X-Case"), "{names:?}");
+    Ok(())
+}
+
+#[test]
+fn every_forwarded_for_line_is_kept() -> TestResult {
+    let origin = Origin::start("one");
+    let proxy = Proxy::start(&config(&[&origin], false, ""), &[])?;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nConnection: close\r\n\r\n";
+    let echo = echo(&raw::send(proxy.port, request)?)?;
+    assert_eq!(
+        header(&echo, "X-Forwarded-For"),
+        ["1.1.1.1, 2.2.2.2, 127.0.0.1"]
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_header_edit_is_a_script_error() -> TestResult {
+    let origin = Origin::start("one");
+    let script = "add_event_listener(\"fetch\", function(request) request.headers[\"X-Bad\"] = \"a\\nb\" end)";
+    let config = config(&[&origin], true, "").replace(
+        "    origin: app\n",
+        "    origin: app\n    error_status: 500\n",
+    );
+    let proxy = Proxy::start(&config, &[("edit.lua", script)])?;
+    let response = client().get(proxy.url("/")).send()?;
+    assert_eq!(response.status(), 500);
+    let line = proxy.wait_log_line(&["script failed", "x-bad"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    assert_eq!(origin.accepted_connections(), 0);
+    Ok(())
+}

@@ -274,3 +274,60 @@ end)
     assert!(body.contains("is not available"), "{body}");
     Ok(())
 }
+
+#[test]
+fn bodiless_statuses_send_no_body() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    if request.path == "/204" then return {status = 204, body = "x"} end
+    return {status = 304, body = "x"}
+end)
+"#;
+    let proxy = single_script_proxy(script)?;
+    let no_content = raw::send(
+        proxy.port,
+        b"GET /204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )?;
+    assert_eq!(no_content.status, 204);
+    assert!(no_content.header_values("content-length").is_empty());
+    assert!(no_content.body.is_empty());
+    let not_modified = raw::send(
+        proxy.port,
+        b"GET /304 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )?;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    Ok(())
+}
+
+#[test]
+fn get_route_answers_head_without_body() -> TestResult {
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: r\n    default: true\n    methods: [GET]\n    script: hello.lua\n",
+        &[("hello.lua", HELLO)],
+    )?;
+    let response = client().head(proxy.url("/")).send()?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "17");
+    assert_eq!(response.text()?, "");
+    Ok(())
+}
+
+#[test]
+fn json_rejects_ambiguous_tables() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local _, duplicate = pcall(json.stringify, {[1] = "a", ["1"] = "b"})
+    local _, mixed = pcall(json.stringify, json.array({1, 2, x = 3}))
+    return {body = tostring(duplicate) .. "\n" .. tostring(mixed)}
+end)
+"#;
+    let proxy = single_script_proxy(script)?;
+    let body = client().get(proxy.url("/")).send()?.text()?;
+    assert!(body.contains("the key \"1\" appears twice"), "{body}");
+    assert!(
+        body.contains("a json.array has keys other than 1..n"),
+        "{body}"
+    );
+    Ok(())
+}

@@ -20,6 +20,7 @@ const MAX_DEPTH: usize = 128;
 pub fn create(lua: &Lua) -> Result<Table> {
     let array_metatable = lua.create_table()?;
     array_metatable.raw_set("__name", "json.array")?;
+    array_metatable.set_readonly(true);
     lua.set_named_registry_value(ARRAY_METATABLE, &array_metatable)?;
 
     let json = lua.create_table()?;
@@ -162,6 +163,14 @@ impl Encoder {
     fn is_array(&self, table: &Table) -> Result<bool> {
         if let Some(metatable) = table.metatable() {
             if metatable == self.array_metatable {
+                let length = table.raw_len();
+                let count = table.pairs::<Value, Value>().count();
+                if count != length {
+                    return Err(Error::runtime(
+                        "json.stringify: a json.array has keys other than 1..n; remove them or \
+                         use a plain table for an object",
+                    ));
+                }
                 return Ok(true);
             }
         }
@@ -224,6 +233,13 @@ impl Encoder {
             entries.push((key, value));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(Error::runtime(format!(
+                "json.stringify: the key \"{}\" appears twice, once as a number and once as a \
+                 string",
+                String::from_utf8_lossy(&pair[0].0)
+            )));
+        }
 
         self.out.push('{');
         for (index, (key, value)) in entries.iter().enumerate() {

@@ -99,20 +99,60 @@ impl Default for LogSection {
     }
 }
 
-/// Limits applied to every request.
+/// Limits applied to every request; routes may override the script ones.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
+    /// CPU time, in milliseconds, that a fetch handler may use per request.
+    pub cpu_ms: u64,
+    /// Memory, in bytes, that one script VM may allocate.
+    pub memory_bytes: usize,
     /// Largest request body, in bytes, read into memory for a script.
     pub max_request_body_bytes: usize,
+    /// Longest request target (path and query), in bytes; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest request head (request line and headers), in bytes; larger
+    /// gets 431.
+    pub max_header_bytes: usize,
+    /// Milliseconds a new connection has to send a complete request head.
+    pub header_timeout_ms: u64,
+    /// Milliseconds an idle keep-alive connection has to send the complete
+    /// head of its next request.
+    pub keepalive_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
+            cpu_ms: 50,
+            memory_bytes: 64 * 1024 * 1024,
             max_request_body_bytes: 10 * 1024 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            header_timeout_ms: 10_000,
+            keepalive_timeout_ms: 60_000,
         }
     }
+}
+
+/// Script limits of one route; unset values take the `limits` section's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimitsSection {
+    pub cpu_ms: Option<u64>,
+    pub memory_bytes: Option<usize>,
+    pub max_request_body_bytes: Option<usize>,
+}
+
+/// What a route does when its script fails or hits a limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Answer with `error_status` or `limit_status`.
+    #[default]
+    Respond,
+    /// Forward the request, unchanged, to the route's origin.
+    Origin,
 }
 
 /// An origin: one or more servers that receive fall-through requests.
@@ -170,6 +210,18 @@ pub struct RouteSection {
     /// Name of the origin that receives requests the script does not answer.
     #[serde(default)]
     pub origin: Option<String>,
+    /// Script limits that override the `limits` section for this route.
+    #[serde(default)]
+    pub limits: RouteLimitsSection,
+    /// What to do when the script fails or hits a limit.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Status sent when the script raises an error.
+    #[serde(default = "default_error_status")]
+    pub error_status: u16,
+    /// Status sent when the script exceeds its CPU or memory limit.
+    #[serde(default = "default_limit_status")]
+    pub limit_status: u16,
 }
 
 /// The whole file.
@@ -183,6 +235,14 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     pub origins: Vec<OriginSection>,
     pub routes: Vec<RouteSection>,
+}
+
+fn default_error_status() -> u16 {
+    500
+}
+
+fn default_limit_status() -> u16 {
+    503
 }
 
 fn default_true() -> bool {

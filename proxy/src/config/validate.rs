@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use super::file::{ConfigFile, ListenerSection, OriginSection, RouteSection};
+use super::file::{ConfigFile, ListenerSection, OnFailure, OriginSection, RouteSection};
 use super::{Config, Problem};
 use crate::routing::{HostPattern, PathPattern};
 
@@ -22,6 +22,10 @@ pub struct StructureError {
     pub line: Option<usize>,
     pub message: String,
 }
+
+/// Smallest memory limit that leaves room for the Luau libraries and the
+/// bindings of a fresh VM (about 200 KiB with Luau 0.740).
+const MIN_MEMORY_BYTES: usize = 1024 * 1024;
 
 const SECTIONS: &str = "server, listeners, admin, log, limits, origins, routes";
 
@@ -213,15 +217,54 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             ),
         );
     }
-    if file.limits.max_request_body_bytes == 0 {
+    let limits = &file.limits;
+    for (key, value, example) in [
+        ("cpu_ms", limits.cpu_ms as usize, "50"),
+        ("memory_bytes", limits.memory_bytes, "67108864"),
+        (
+            "max_request_body_bytes",
+            limits.max_request_body_bytes,
+            "10485760",
+        ),
+        ("max_uri_bytes", limits.max_uri_bytes, "8192"),
+        ("max_header_bytes", limits.max_header_bytes, "32768"),
+        (
+            "header_timeout_ms",
+            limits.header_timeout_ms as usize,
+            "10000",
+        ),
+        (
+            "keepalive_timeout_ms",
+            limits.keepalive_timeout_ms as usize,
+            "60000",
+        ),
+    ] {
+        if value == 0 {
+            problem(
+                format!("limits.{key}"),
+                format!("{key} is 0; set a positive value, such as {example}"),
+            );
+        }
+    }
+    if limits.memory_bytes > 0 && limits.memory_bytes < MIN_MEMORY_BYTES {
         problem(
-            "limits.max_request_body_bytes".into(),
-            "max_request_body_bytes is 0; set a size in bytes, such as 10485760".into(),
+            "limits.memory_bytes".into(),
+            format!(
+                "memory_bytes is {}; a script VM needs at least {MIN_MEMORY_BYTES} bytes",
+                limits.memory_bytes
+            ),
         );
     }
 
+    let mut addresses = HashSet::new();
     for listener in &file.listeners {
         let index = listener.index;
+        if !addresses.insert(listener.address.as_str()) {
+            problem(
+                format!("listeners[{index}].address"),
+                format!("listener address `{}` is listed twice", listener.address),
+            );
+        }
         if listener.address.parse::<SocketAddr>().is_err() {
             problem(
                 format!("listeners[{index}].address"),
@@ -389,7 +432,11 @@ fn check_route(
         }
     }
     for (index, method) in route.methods.iter().enumerate() {
-        let valid = !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic());
+        // A method is an HTTP token (RFC 9110, section 5.6.2).
+        let valid = !method.is_empty()
+            && method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
             problem(
                 format!("{key}.methods[{index}]"),
@@ -402,6 +449,45 @@ fn check_route(
             key.to_string(),
             format!(
                 "route `{}` has neither a script nor an origin; set one or both",
+                route.name
+            ),
+        );
+    }
+    let limits = &route.limits;
+    if limits.cpu_ms == Some(0) {
+        problem(
+            format!("{key}.limits.cpu_ms"),
+            "cpu_ms must be at least 1".into(),
+        );
+    }
+    if limits.memory_bytes.is_some_and(|m| m < MIN_MEMORY_BYTES) {
+        problem(
+            format!("{key}.limits.memory_bytes"),
+            format!("memory_bytes must be at least {MIN_MEMORY_BYTES}"),
+        );
+    }
+    if limits.max_request_body_bytes == Some(0) {
+        problem(
+            format!("{key}.limits.max_request_body_bytes"),
+            "max_request_body_bytes must be at least 1".into(),
+        );
+    }
+    for (field, status) in [
+        ("error_status", route.error_status),
+        ("limit_status", route.limit_status),
+    ] {
+        if !(400..=599).contains(&status) {
+            problem(
+                format!("{key}.{field}"),
+                format!("{field} {status} is not an error status; use 400 to 599"),
+            );
+        }
+    }
+    if route.on_failure == OnFailure::Origin && route.origin.is_none() {
+        problem(
+            format!("{key}.on_failure"),
+            format!(
+                "route `{}` falls through to its origin on failure but has no `origin`",
                 route.name
             ),
         );

@@ -21,6 +21,9 @@ pub struct RequestContext {
     pub script_ran: bool,
     /// Changes the script asked for before forwarding.
     pub edits: Option<RequestEdits>,
+    /// Normalised path to forward in place of the raw one, set when
+    /// normalisation removed dot-segments or repeated slashes.
+    pub forward_path: Option<String>,
     /// Name of the origin this request was sent to.
     pub origin_name: Option<String>,
     /// Address of the origin server chosen for this request.
@@ -38,6 +41,7 @@ impl RequestContext {
             route: None,
             script_ran: false,
             edits: None,
+            forward_path: None,
             origin_name: None,
             origin_address: None,
             origin_started: None,

@@ -6,10 +6,11 @@ use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::{respond, RequestContext};
-use crate::metrics::{thread_cpu_seconds, METRICS};
-use crate::routing::{normalize_host, Lookup, NormalizedPath};
-use crate::script::{Outcome, RequestInput};
+use super::{front_door, respond, RequestContext};
+use crate::config::OnFailure;
+use crate::metrics::METRICS;
+use crate::routing::{encode_path, normalize_host, Lookup, NormalizedPath};
+use crate::script::{Outcome, RequestInput, ScriptError};
 
 /// Largest body that is shown to a script and can still be forwarded to
 /// the origin afterwards. Pingora replays a body it has already read from
@@ -20,15 +21,46 @@ const REPLAYABLE_BODY_BYTES: usize = 64 * 1024;
 /// written.
 pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
     let snapshot = ctx.snapshot.clone();
+    let raw_head = || {
+        session
+            .as_downstream()
+            .as_http1()
+            .map(|http1| http1.get_headers_raw_bytes())
+    };
+    if let Some(rejection) = front_door::check(session.req_header(), raw_head, &snapshot.limits) {
+        tracing::debug!(request_id = %ctx.request_id, status = rejection.status, "request head rejected");
+        session.set_keepalive(None);
+        respond::error(
+            session,
+            rejection.status,
+            rejection.message,
+            &ctx.request_id,
+            &[],
+        )
+        .await?;
+        return Ok(true);
+    }
     let request = session.req_header();
+    // An absolute-form target's authority takes precedence over Host
+    // (RFC 9112, section 3.2.2).
     let host_header = request
-        .headers
-        .get(HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| request.uri.host())
+        .uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            request
+                .headers
+                .get(HOST)
+                .and_then(|value| value.to_str().ok())
+        })
         .unwrap_or("");
     let host = normalize_host(host_header);
     let path = NormalizedPath::parse(request.uri.path());
+    if path.restructured {
+        // The origin must see the path that was routed, not one that its own
+        // normalisation could resolve to a route this request did not match.
+        ctx.forward_path = Some(encode_path(&path.to_path_string()));
+    }
     let method = request.method.as_str().to_string();
     let host_header = host_header.to_string();
 
@@ -55,7 +87,13 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         return Ok(false);
     };
 
-    let body = match read_body(session, route.origin.is_some(), &snapshot.limits).await? {
+    let body = match read_body(
+        session,
+        route.origin.is_some(),
+        route.max_request_body_bytes,
+    )
+    .await?
+    {
         BodyRead::Read(body) => body,
         BodyRead::TooLarge(limit) => {
             let message = format!("413 Content Too Large: the request body exceeds {limit} bytes");
@@ -80,15 +118,18 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         client_ip: client_ip(session),
         route: &route.name,
     };
-    let cpu_start = thread_cpu_seconds();
-    let outcome = script.run(&input);
+    let (outcome, cpu_used) = script.run(&input, route.cpu_limit).await;
     drop(input);
     ctx.script_ran = true;
     METRICS
         .script_cpu
         .with_label_values(&[route.name.as_str()])
-        .observe(thread_cpu_seconds() - cpu_start);
-    let result = if outcome.is_ok() { "ok" } else { "error" };
+        .observe(cpu_used.as_secs_f64());
+    let result = match &outcome {
+        Ok(_) => "ok",
+        Err(ScriptError::Limit { .. }) => "limit",
+        Err(_) => "error",
+    };
     METRICS
         .script_runs
         .with_label_values(&[route.name.as_str(), result])
@@ -122,15 +163,41 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
             Ok(false)
         }
         Err(error) => {
-            tracing::warn!(
-                request_id = %ctx.request_id,
-                route = %route.name,
-                script = %script.chunk_name,
-                error = %error,
-                "script failed"
-            );
-            let message = "500 Internal Server Error: the script failed";
-            respond::error(session, 500, message, &ctx.request_id, &[]).await?;
+            let (status, message) = match &error {
+                ScriptError::Limit { message, detail } => {
+                    tracing::warn!(
+                        request_id = %ctx.request_id,
+                        route = %route.name,
+                        script = %script.chunk_name,
+                        limit = %message,
+                        error = %detail,
+                        "script stopped by a limit"
+                    );
+                    (
+                        route.limit_status,
+                        "the script exceeded its CPU time or memory limit",
+                    )
+                }
+                _ => {
+                    tracing::warn!(
+                        request_id = %ctx.request_id,
+                        route = %route.name,
+                        script = %script.chunk_name,
+                        error = %error,
+                        "script failed"
+                    );
+                    (route.error_status, "the script failed")
+                }
+            };
+            if route.on_failure == OnFailure::Origin && route.origin.is_some() {
+                return Ok(false);
+            }
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            let text = format!("{status} {reason}: {message}");
+            respond::error(session, status, &text, &ctx.request_id, &[]).await?;
             Ok(true)
         }
     }
@@ -148,11 +215,7 @@ enum BodyRead {
 /// On a route with an origin, only a body whose declared length fits the
 /// replay buffer is read, so that it can still be forwarded; longer or
 /// chunked bodies stream to the origin unread and the script sees `nil`.
-async fn read_body(
-    session: &mut Session,
-    has_origin: bool,
-    limits: &crate::config::LimitsSection,
-) -> Result<BodyRead> {
+async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) -> Result<BodyRead> {
     if session.as_downstream_mut().is_body_empty() {
         return Ok(BodyRead::Read(Some(Bytes::new())));
     }
@@ -172,14 +235,19 @@ async fn read_body(
             _ => return Ok(BodyRead::Read(None)),
         }
     } else {
-        limits.max_request_body_bytes
+        max_bytes
     };
     if declared.is_some_and(|length| length > limit) {
         return Ok(BodyRead::TooLarge(limit));
     }
 
     let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    // A body that cannot be read (an invalid chunk, a closed connection) is
+    // the client's fault, so mark the error as downstream: 400, not 500.
+    while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
+        e.as_down();
+        e
+    })? {
         if body.len() + chunk.len() > limit {
             return Ok(BodyRead::TooLarge(limit));
         }

@@ -21,7 +21,15 @@ pub async fn send(
         }
         response.append_header(name.clone(), value.clone())?;
     }
-    response.insert_header(CONTENT_LENGTH, body.len())?;
+    // 204 and 304 responses have no body (RFC 9110, sections 15.3.5 and
+    // 15.4.5), and 204 no Content-Length either.
+    let body = match status {
+        204 | 304 => Bytes::new(),
+        _ => body,
+    };
+    if status != 204 && status != 304 {
+        response.insert_header(CONTENT_LENGTH, body.len())?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(response), head_only || body.is_empty())

@@ -6,6 +6,7 @@ use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::ErrorType;
 
 use super::{respond, RequestContext};
+use crate::metrics::METRICS;
 
 /// Picks the next server of the matched route's origin.
 pub fn select(ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
@@ -38,19 +39,42 @@ pub async fn fail(session: &mut Session, error: &Error, ctx: &mut RequestContext
         error.etype(),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
     );
-    let (status, message) = match error.esource() {
-        ErrorSource::Upstream if timed_out => (504, "504 Gateway Timeout: the origin timed out"),
-        ErrorSource::Upstream => (502, "502 Bad Gateway: the origin failed"),
-        ErrorSource::Downstream => match error.etype() {
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, ""),
-            _ => (400, "400 Bad Request"),
-        },
-        ErrorSource::Internal | ErrorSource::Unset => match error.etype() {
-            ErrorType::HTTPStatus(code) => (*code, "request failed"),
-            _ => (500, "500 Internal Server Error"),
+    let (status, message) = match (error.etype(), error.esource()) {
+        (ErrorType::HTTPStatus(code), _) => (*code, "the request failed"),
+        (_, source) => match source {
+            ErrorSource::Upstream if timed_out => {
+                (504, "504 Gateway Timeout: the origin timed out")
+            }
+            ErrorSource::Upstream => (502, "502 Bad Gateway: the origin failed"),
+            ErrorSource::Downstream => match error.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, "")
+                }
+                _ => (400, "400 Bad Request"),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (500, "500 Internal Server Error"),
         },
     };
 
+    if let (Some(origin), ErrorSource::Upstream) = (&ctx.origin_name, error.esource()) {
+        let kind = if timed_out {
+            "timeout"
+        } else if matches!(
+            error.etype(),
+            ErrorType::ConnectError
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::TLSHandshakeFailure
+        ) {
+            "connect"
+        } else {
+            "other"
+        };
+        METRICS
+            .origin_failures
+            .with_label_values(&[origin.as_str(), kind])
+            .inc();
+    }
     if status >= 500 {
         tracing::warn!(
             request_id = %ctx.request_id,

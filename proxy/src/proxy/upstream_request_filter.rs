@@ -23,7 +23,11 @@ pub fn apply(
     upstream: &mut RequestHeader,
     ctx: &mut RequestContext,
 ) -> Result<()> {
-    if let Some(edits) = ctx.edits.take() {
+    let mut edits = ctx.edits.take().unwrap_or_default();
+    if edits.path.is_none() {
+        edits.path = ctx.forward_path.take();
+    }
+    {
         if edits.path.is_some() || edits.query.is_some() {
             let path = edits
                 .path
@@ -75,10 +79,14 @@ pub fn apply(
         .and_then(|address| address.as_inet())
         .map(|address| address.ip().to_string());
     if let Some(client) = client {
-        let forwarded = match upstream.headers.get(&X_FORWARDED_FOR) {
-            Some(existing) => format!("{}, {client}", String::from_utf8_lossy(existing.as_bytes())),
-            None => client,
-        };
+        let mut forwarded: Vec<String> = upstream
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect();
+        forwarded.push(client);
+        let forwarded = forwarded.join(", ");
         upstream.insert_header(X_FORWARDED_FOR, forwarded)?;
     }
     upstream.insert_header(X_FORWARDED_PROTO, "http")?;

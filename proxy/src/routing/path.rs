@@ -9,16 +9,21 @@ use std::collections::HashMap;
 
 use percent_encoding::percent_decode_str;
 
-/// A request path split into decoded segments, with dot-segments removed.
+/// A request path split into decoded segments, with dot-segments and
+/// repeated slashes removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
     pub segments: Vec<String>,
+    /// Normalisation removed a dot-segment or an empty segment, so the raw
+    /// path would name another resource than the one that was routed.
+    pub restructured: bool,
 }
 
 impl NormalizedPath {
     /// Normalises the path part of a request target (no query string).
     pub fn parse(raw: &str) -> Self {
         let mut segments: Vec<String> = Vec::new();
+        let mut restructured = false;
         let trimmed = raw.strip_prefix('/').unwrap_or(raw);
         let parts: Vec<&str> = trimmed.split('/').collect();
         let last = parts.len() - 1;
@@ -26,6 +31,7 @@ impl NormalizedPath {
             let decoded = percent_decode_str(part).decode_utf8_lossy();
             match decoded.as_ref() {
                 "." | ".." => {
+                    restructured = true;
                     if decoded == ".." {
                         segments.pop();
                     }
@@ -34,13 +40,19 @@ impl NormalizedPath {
                         segments.push(String::new());
                     }
                 }
+                // `//` inside a path merges into one slash, as in nginx; a
+                // trailing empty segment is the trailing slash and stays.
+                "" if index != last => restructured = true,
                 _ => segments.push(decoded.into_owned()),
             }
         }
         if segments.is_empty() {
             segments.push(String::new());
         }
-        Self { segments }
+        Self {
+            segments,
+            restructured,
+        }
     }
 
     /// Returns the path as one string. Characters that would change how
@@ -59,6 +71,21 @@ impl NormalizedPath {
         }
         out
     }
+}
+
+/// Percent-encodes the characters that may not appear in a request-line
+/// path; existing `%XX` escapes are kept as they are.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +216,21 @@ mod tests {
         assert_eq!(path("/caf%C3%A9").to_path_string(), "/café");
         assert_eq!(path("/a/..").to_path_string(), "/");
         assert_eq!(path("/").to_path_string(), "/");
+    }
+
+    #[test]
+    fn encode_path_escapes_unsafe_bytes() {
+        assert_eq!(encode_path("/a b/ü?x#"), "/a%20b/%C3%BC%3Fx%23");
+        assert_eq!(encode_path("/files/a%2Fb"), "/files/a%2Fb");
+    }
+
+    #[test]
+    fn merges_repeated_slashes() {
+        assert_eq!(path("//admin//x").to_path_string(), "/admin/x");
+        assert!(path("//admin/x").restructured);
+        assert!(path("/a/../b").restructured);
+        assert!(!path("/a/b/").restructured);
+        assert_eq!(path("/a/b/").to_path_string(), "/a/b/");
     }
 
     #[test]

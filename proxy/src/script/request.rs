@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use mlua::{Error, Lua, Result, Table, Value};
 
+use crate::routing::encode_path;
+
 /// What a handler sees of one request.
 pub struct RequestInput<'a> {
     /// Id of this request in logs and error responses.
@@ -114,7 +116,7 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
     let mut original: Vec<(String, Vec<u8>)> = parse_query(input.raw_query)
         .map(|(k, v)| (k, v.to_vec()))
         .collect();
-    original.sort();
+    original.sort_by(|a, b| a.0.cmp(&b.0));
     if query != original {
         let mut serializer = form_urlencoded::Serializer::new(String::new());
         for (name, value) in &query {
@@ -140,6 +142,20 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
     names.sort();
     for name in names {
         let values = wanted.remove(&name).unwrap_or_default();
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(Error::runtime(format!(
+                "request.headers has an invalid header name `{name}`"
+            )));
+        }
+        if values
+            .iter()
+            .any(|value| http::HeaderValue::from_bytes(value).is_err())
+        {
+            return Err(Error::runtime(format!(
+                "request.headers[\"{name}\"] has an invalid value; values may not contain line \
+                 breaks or other control characters"
+            )));
+        }
         let current: Vec<&[u8]> = input
             .headers
             .get_all(name.as_str())
@@ -208,7 +224,8 @@ fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>
             other => pairs.push((name.clone(), scalar_bytes(field, &name, other)?)),
         }
     }
-    pairs.sort();
+    // Stable sort by name, so repeated values keep their list order.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(pairs)
 }
 
@@ -231,31 +248,5 @@ fn format_number(n: f64) -> String {
         (n as i64).to_string()
     } else {
         n.to_string()
-    }
-}
-
-/// Percent-encodes the characters that may not appear in a request-line
-/// path; existing `%XX` escapes are kept as they are.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte);
-        if keep {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encode_path_escapes_unsafe_bytes() {
-        assert_eq!(encode_path("/a b/ü?x#"), "/a%20b/%C3%BC%3Fx%23");
-        assert_eq!(encode_path("/files/a%2Fb"), "/files/a%2Fb");
     }
 }

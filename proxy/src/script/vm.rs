@@ -4,9 +4,13 @@
 //! top level run once, which registers the fetch handler. Each request then
 //! calls that handler; the VM and its globals live on between requests.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
+use super::budget::{Budget, Metered};
 use super::request::{self, RequestEdits, RequestInput};
 use super::response::{self, ScriptResponse};
 use super::ScriptError;
@@ -42,11 +46,33 @@ pub enum Outcome {
     FallThrough(RequestEdits),
 }
 
+/// CPU time the top level of a script may use when a VM is created.
+const LOAD_CPU_LIMIT: Duration = Duration::from_secs(1);
+
+/// Returns true when `error` is, or was caused by, a failed allocation.
+fn is_memory_error(error: &mlua::Error) -> bool {
+    match error {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
+        _ => false,
+    }
+}
+
+/// A failed call, and whether it was stopped by a limit.
+pub struct CallError {
+    pub error: mlua::Error,
+    /// The CPU or memory limit stopped the script; the VM must be dropped.
+    pub limit: Option<String>,
+}
+
 /// A sandboxed Luau state with the script loaded and its handler found.
 pub struct Vm {
     lua: Lua,
     handler: Function,
     headers_metatable: Table,
+    budget: Arc<Budget>,
+    memory_limit: usize,
 }
 
 impl Vm {
@@ -69,14 +95,27 @@ impl Vm {
             .set_name("=actias/headers")
             .eval()
             .map_err(setup)?;
+        headers_metatable.set_readonly(true);
+        restrict_globals(&lua).map_err(setup)?;
         lua.sandbox(true).map_err(setup)?;
         lua.set_memory_limit(memory_limit).map_err(setup)?;
+        let budget = Arc::new(Budget::default());
+        let interrupt_budget = budget.clone();
+        lua.set_interrupt(move |_| interrupt_budget.check());
 
-        lua.load(bytecode)
+        budget.arm(LOAD_CPU_LIMIT);
+        let loaded = lua
+            .load(bytecode)
             .set_name(format!("@{chunk_name}"))
             .set_mode(ChunkMode::Binary)
-            .exec()
-            .map_err(|e| ScriptError::Load(e.to_string()))?;
+            .exec();
+        if budget.disarm().1 {
+            return Err(ScriptError::Load(format!(
+                "the top level ran longer than the {} ms CPU limit for loading",
+                LOAD_CPU_LIMIT.as_millis()
+            )));
+        }
+        loaded.map_err(|e| ScriptError::Load(e.to_string()))?;
         let handler = lua
             .named_registry_value::<Option<Function>>(bindings::FETCH_LISTENER)
             .map_err(setup)?
@@ -86,15 +125,70 @@ impl Vm {
             lua,
             handler,
             headers_metatable,
+            budget,
+            memory_limit,
         })
     }
 
-    /// Calls the fetch handler for one request.
-    pub fn call(&self, input: &RequestInput<'_>) -> mlua::Result<Outcome> {
+    /// Calls the fetch handler for one request within `cpu_limit`; returns
+    /// the outcome and the CPU time the handler used.
+    pub async fn call(
+        &self,
+        input: &RequestInput<'_>,
+        cpu_limit: Duration,
+    ) -> (Result<Outcome, CallError>, Duration) {
+        self.budget.arm(cpu_limit);
+        let result = Metered {
+            inner: Box::pin(self.call_handler(input)),
+            budget: &self.budget,
+        }
+        .await;
+        let (used, out_of_time) = self.budget.disarm();
+        (self.classify(result, cpu_limit, out_of_time), used)
+    }
+
+    fn classify(
+        &self,
+        result: mlua::Result<Outcome>,
+        cpu_limit: Duration,
+        out_of_time: bool,
+    ) -> Result<Outcome, CallError> {
+        if out_of_time {
+            let message = format!("CPU time limit of {} ms exceeded", cpu_limit.as_millis());
+            let error = match result {
+                Err(error) => error,
+                Ok(_) => mlua::Error::runtime(message.clone()),
+            };
+            return Err(CallError {
+                error,
+                limit: Some(message),
+            });
+        }
+        match result {
+            Err(error) if is_memory_error(&error) => Err(CallError {
+                error,
+                limit: Some(format!(
+                    "memory limit of {} bytes exceeded",
+                    self.memory_limit
+                )),
+            }),
+            Err(error) => Err(CallError { error, limit: None }),
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Returns true when the VM uses so much of its memory limit that it
+    /// should be replaced, for example after a script caught a memory error.
+    pub fn near_memory_limit(&self) -> bool {
+        self.lua.used_memory() > self.memory_limit / 10 * 9
+    }
+
+    async fn call_handler(&self, input: &RequestInput<'_>) -> mlua::Result<Outcome> {
         self.lua
             .set_app_data(bindings::CurrentRequest(input.request_id.to_string()));
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
-        let returned: Value = self.handler.call(&request)?;
+        // Called as a coroutine, so that the interrupt can make it yield.
+        let returned: Value = self.handler.call_async(&request).await?;
         match returned {
             Value::Nil => Ok(Outcome::FallThrough(request::edits(&request, input)?)),
             Value::Table(table) => Ok(Outcome::Respond(response::from_table(&table)?)),
@@ -105,4 +199,16 @@ impl Vm {
             ))),
         }
     }
+}
+
+/// Removes what the sandbox should not offer: `debug` keeps only
+/// `traceback`.
+fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    let debug: Table = globals.raw_get("debug")?;
+    let traceback: Value = debug.raw_get("traceback")?;
+    let restricted = lua.create_table()?;
+    restricted.raw_set("traceback", traceback)?;
+    globals.raw_set("debug", restricted)?;
+    Ok(())
 }

@@ -1,0 +1,89 @@
+//! Checks of the request head that run before routing: framing that could
+//! smuggle a second request, and size limits.
+//!
+//! Pingora already rejects invalid or repeated Content-Length values,
+//! Transfer-Encoding other than a final `chunked`, Transfer-Encoding on
+//! HTTP/1.0, obsolete line folding and invalid chunk sizes with 400. This
+//! module adds what it lets through: a request with both Content-Length and
+//! Transfer-Encoding, a request target over `max_uri_bytes` and a head
+//! over `max_header_bytes`.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora::http::RequestHeader;
+
+use crate::config::LimitsSection;
+
+/// A rejected request head: the status and the reason sent to the client.
+pub struct Rejection {
+    pub status: u16,
+    pub message: &'static str,
+}
+
+/// Returns why the request head must be rejected, if it must. `raw_head`
+/// returns the head as received; it is read only when the parsed head has a
+/// Transfer-Encoding, because Pingora then drops Content-Length from it.
+pub fn check(
+    request: &RequestHeader,
+    raw_head: impl FnOnce() -> Option<Bytes>,
+    limits: &LimitsSection,
+) -> Option<Rejection> {
+    let has_encoding = request.headers.contains_key(TRANSFER_ENCODING);
+    let has_length = request.headers.contains_key(CONTENT_LENGTH)
+        || (has_encoding && raw_head().is_some_and(|head| has_content_length_line(&head)));
+    if has_length && has_encoding {
+        return Some(Rejection {
+            status: 400,
+            message: "400 Bad Request: the request has both Content-Length and Transfer-Encoding",
+        });
+    }
+
+    let target = request
+        .uri
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some(Rejection {
+            status: 414,
+            message: "414 URI Too Long: the request target exceeds the limit",
+        });
+    }
+
+    // Request line plus each header line with its ": " and CRLF.
+    let head: usize = target
+        + request.method.as_str().len()
+        + 12
+        + request
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > limits.max_header_bytes {
+        return Some(Rejection {
+            status: 431,
+            message: "431 Request Header Fields Too Large: the request head exceeds the limit",
+        });
+    }
+    None
+}
+
+/// Returns true when a raw request head has a `Content-Length` line.
+fn has_content_length_line(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_content_length_in_raw_head() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 5\r\n\r\n";
+        assert!(has_content_length_line(head));
+        let head = b"POST /content-length: HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(!has_content_length_line(head));
+    }
+}

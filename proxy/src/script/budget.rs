@@ -1,0 +1,121 @@
+//! The CPU budget of a handler call, enforced through Luau's interrupt.
+//!
+//! Luau calls the interrupt at loop back-edges, function calls and
+//! pattern-matching steps. The budget counts the worker thread's CPU time
+//! only while the handler's future is being polled, so time spent on other
+//! requests while the handler is suspended is not charged to it.
+//!
+//! Two things happen from the interrupt:
+//! - after `QUANTUM` of CPU time in one poll, the handler yields, so that a
+//!   long script lets the thread's other connections (and its accept loop)
+//!   make progress;
+//! - once the budget runs out, every later interrupt raises an error, so
+//!   `pcall` and `xpcall` cannot catch the stop for long.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mlua::VmState;
+
+use crate::metrics::thread_cpu_seconds;
+
+/// CPU time a handler may run before it yields to other tasks.
+const QUANTUM: Duration = Duration::from_millis(2);
+
+/// Interrupts between two reads of the thread's CPU clock; reading it is a
+/// system call, so it is read on every 256th interrupt only.
+const TICKS_PER_CLOCK_READ: u32 = 256;
+
+/// The budget of the call in progress on one VM.
+#[derive(Default)]
+pub struct Budget {
+    armed: AtomicBool,
+    exceeded: AtomicBool,
+    limit_nanos: AtomicU64,
+    /// CPU time used in the polls that have finished.
+    used_nanos: AtomicU64,
+    /// Thread CPU time at the start of the current poll.
+    slice_start_nanos: AtomicU64,
+    ticks: AtomicU32,
+}
+
+impl Budget {
+    /// Starts a call that may use `limit` of CPU time.
+    pub fn arm(&self, limit: Duration) {
+        self.limit_nanos
+            .store(limit.as_nanos() as u64, Ordering::Relaxed);
+        self.used_nanos.store(0, Ordering::Relaxed);
+        self.exceeded.store(false, Ordering::Relaxed);
+        self.ticks.store(0, Ordering::Relaxed);
+        self.slice_start_nanos
+            .store(thread_cpu_nanos(), Ordering::Relaxed);
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends the call; returns the CPU time it used and whether the budget
+    /// ran out.
+    pub fn disarm(&self) -> (Duration, bool) {
+        self.armed.store(false, Ordering::Relaxed);
+        let used = Duration::from_nanos(self.used_nanos.load(Ordering::Relaxed));
+        (used, self.exceeded.load(Ordering::Relaxed))
+    }
+
+    fn begin_slice(&self) {
+        self.slice_start_nanos
+            .store(thread_cpu_nanos(), Ordering::Relaxed);
+    }
+
+    fn end_slice(&self) {
+        let slice =
+            thread_cpu_nanos().saturating_sub(self.slice_start_nanos.load(Ordering::Relaxed));
+        self.used_nanos.fetch_add(slice, Ordering::Relaxed);
+    }
+
+    /// Runs at every interrupt of the VM.
+    pub fn check(&self) -> mlua::Result<VmState> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return Ok(VmState::Continue);
+        }
+        if !self.exceeded.load(Ordering::Relaxed) {
+            let ticks = self.ticks.fetch_add(1, Ordering::Relaxed);
+            if ticks % TICKS_PER_CLOCK_READ != 0 {
+                return Ok(VmState::Continue);
+            }
+            let slice =
+                thread_cpu_nanos().saturating_sub(self.slice_start_nanos.load(Ordering::Relaxed));
+            let used = self.used_nanos.load(Ordering::Relaxed) + slice;
+            if used < self.limit_nanos.load(Ordering::Relaxed) {
+                if slice >= QUANTUM.as_nanos() as u64 {
+                    return Ok(VmState::Yield);
+                }
+                return Ok(VmState::Continue);
+            }
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        Err(mlua::Error::runtime("CPU time limit exceeded"))
+    }
+}
+
+/// A future whose polls are charged to a budget.
+pub struct Metered<'a, F> {
+    pub inner: Pin<Box<F>>,
+    pub budget: &'a Budget,
+}
+
+impl<F: Future> Future for Metered<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.budget.begin_slice();
+        let result = self.inner.as_mut().poll(cx);
+        self.budget.end_slice();
+        result
+    }
+}
+
+fn thread_cpu_nanos() -> u64 {
+    (thread_cpu_seconds() * 1e9) as u64
+}

@@ -1,0 +1,232 @@
+//! Raw-socket requests that confuse framing, exceed size limits or send
+//! their head slowly.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{raw, Origin, Proxy, TestResult};
+
+const ECHO: &str = r#"
+add_event_listener("fetch", function(request)
+    return {body = "body=" .. tostring(request.body and #request.body)}
+end)
+"#;
+
+fn start(origin: &Origin) -> TestResult<Proxy> {
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\nlimits:\n  header_timeout_ms: 1000\n  keepalive_timeout_ms: 1500\norigins:\n  - name: o\n    servers: [\"{}\"]\nroutes:\n  - name: lua\n    hosts: [lua.test]\n    script: echo.lua\n  - name: both\n    hosts: [both.test]\n    script: echo.lua\n    origin: o\n  - name: plain\n    hosts: [plain.test]\n    origin: o\n",
+        origin.address()
+    );
+    Proxy::start(&config, &[("echo.lua", ECHO)])
+}
+
+/// Sends `request` and returns every byte until the server closes or goes
+/// quiet for a second, and whether it closed.
+fn exchange(port: u16, request: &[u8]) -> TestResult<(String, bool)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(request)?;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 65536];
+    let closed = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break true,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => break false,
+        }
+    };
+    Ok((String::from_utf8_lossy(&received).into_owned(), closed))
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn smuggling_requests_get_400_and_close() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let cases: &[(&str, &str)] = &[
+        ("both lengths", "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("different lengths", "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("length list", "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+        ("gzip only", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
+        ("chunked not last", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        ("chunked on 1.0", "POST / HTTP/1.0\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("bad chunk size", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        ("huge chunk size", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+        ("line folding", "GET / HTTP/1.1\r\nHost: {host}\r\nX-A: one\r\n two\r\n\r\n"),
+        ("space before colon", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+    ];
+    for host in ["lua.test", "plain.test"] {
+        for (name, request) in cases {
+            if host == "plain.test" && name.contains("chunk size") {
+                // An invalid chunk is found while the body streams, after the
+                // head went to the origin; checked separately below.
+                continue;
+            }
+            let request = request.replace("{host}", host);
+            let (response, closed) = exchange(proxy.port, request.as_bytes())?;
+            assert_eq!(status_of(&response), 400, "{name} on {host}: {response}");
+            assert!(closed, "{name} on {host}: connection left open");
+            assert_eq!(
+                response.matches("HTTP/1.1 ").count(),
+                1,
+                "{name} on {host}: {response}"
+            );
+        }
+    }
+    assert_eq!(
+        origin.accepted_connections(),
+        0,
+        "a rejected head reached the origin"
+    );
+
+    // The client still gets 400 and a closed connection; the origin
+    // connection is dropped with the broken body, never reused.
+    for (name, request) in cases.iter().filter(|(name, _)| name.contains("chunk size")) {
+        let request = request.replace("{host}", "plain.test");
+        let (response, closed) = exchange(proxy.port, request.as_bytes())?;
+        assert_eq!(status_of(&response), 400, "{name}: {response}");
+        assert!(closed, "{name}: connection left open");
+    }
+    Ok(())
+}
+
+#[test]
+fn oversized_target_and_head_are_rejected() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let long_target = format!(
+        "GET /{} HTTP/1.1\r\nHost: lua.test\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let (response, closed) = exchange(proxy.port, long_target.as_bytes())?;
+    assert_eq!(status_of(&response), 414, "{response}");
+    assert!(closed);
+
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: lua.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let (response, closed) = exchange(proxy.port, big_head.as_bytes())?;
+    assert_eq!(status_of(&response), 431, "{response}");
+    assert!(closed);
+
+    let fine = raw::send(
+        proxy.port,
+        b"GET / HTTP/1.1\r\nHost: lua.test\r\nConnection: close\r\n\r\n",
+    )?;
+    assert_eq!(fine.status, 200);
+    Ok(())
+}
+
+#[test]
+fn unread_body_is_never_parsed_as_a_request() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let hidden = "GET /hidden HTTP/1.1\r\nHost: lua.test\r\n\r\n";
+    // On a route with an origin, a chunked body is left for the origin; the
+    // script answers without it and the connection must not go on.
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: both.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{hidden}\r\n0\r\n\r\n",
+        hidden.len()
+    );
+    let (response, _) = exchange(proxy.port, chunked.as_bytes())?;
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+    assert!(response.contains("body=nil"), "{response}");
+
+    let large = format!(
+        "POST / HTTP/1.1\r\nHost: both.test\r\nContent-Length: {}\r\n\r\n{}{hidden}",
+        70_000 + hidden.len(),
+        "a".repeat(70_000)
+    );
+    let (response, _) = exchange(proxy.port, large.as_bytes())?;
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+
+    // A body read for the script is consumed whole, so the next request on
+    // the connection is the real next request.
+    let read = format!(
+        "POST / HTTP/1.1\r\nHost: lua.test\r\nContent-Length: {}\r\n\r\n{hidden}",
+        hidden.len()
+    );
+    let (response, _) = exchange(proxy.port, read.as_bytes())?;
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+    assert!(
+        response.contains(&format!("body={}", hidden.len())),
+        "{response}"
+    );
+    Ok(())
+}
+
+#[test]
+fn slow_head_is_cut_off_at_the_deadline() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    let started = Instant::now();
+    let request = b"GET / HTTP/1.1\r\nHost: lua.test\r\nX-Slow: 1\r\n\r\n";
+    let mut cut_off = false;
+    for byte in request {
+        if stream.write_all(&[*byte]).is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    if !cut_off {
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut buffer = [0u8; 1024];
+        cut_off = matches!(stream.read(&mut buffer), Ok(0) | Err(_));
+    }
+    assert!(
+        cut_off,
+        "a head sent over {:?} was accepted",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+
+    // A prompt client on another connection is served meanwhile and after.
+    let fine = raw::send(
+        proxy.port,
+        b"GET / HTTP/1.1\r\nHost: lua.test\r\nConnection: close\r\n\r\n",
+    )?;
+    assert_eq!(fine.status, 200);
+    Ok(())
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: lua.test\r\n\r\n")?;
+    let first = raw::read_response(&mut stream)?;
+    assert_eq!(first.status, 200);
+    let idle_start = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buffer = [0u8; 16];
+    let read = stream.read(&mut buffer)?;
+    assert_eq!(read, 0, "expected the server to close the idle connection");
+    let idle = idle_start.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1300),
+        "closed after only {idle:?}"
+    );
+    assert!(idle < Duration::from_millis(3000), "closed after {idle:?}");
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Hostile and broken scripts: CPU and memory limits, forbidden functions
+//! and isolation between routes. Each case checks the offending request's
+//! status, that the process stays up and that another route keeps working.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{client, Proxy, TestResult};
+
+const HEALTHY: &str = r#"
+add_event_listener("fetch", function(request)
+    return {body = ("ok"):upper()}
+end)
+"#;
+
+/// Scripts that must be stopped, with the status their request gets.
+const HOSTILE: &[(&str, &str, u16)] = &[
+    ("loop", "while true do end", 503),
+    (
+        "pcall-loop",
+        "while true do pcall(function() while true do end end) end",
+        503,
+    ),
+    (
+        "xpcall-loop",
+        "xpcall(function() while true do end end, function() while true do end end)",
+        503,
+    ),
+    (
+        "pattern",
+        r#"return string.find(string.rep("a", 5000), string.rep("a*", 30) .. "b")"#,
+        503,
+    ),
+    (
+        "table-bomb",
+        r#"local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end"#,
+        503,
+    ),
+    (
+        "rep-bomb",
+        r#"local s = string.rep("x", 1e8) return #s"#,
+        503,
+    ),
+    (
+        "table-capacity",
+        r#"local t = table.create(1e7, 0) return #t"#,
+        503,
+    ),
+    (
+        "json-bomb",
+        r#"local t = {} for i = 1, 2e5 do t[i] = string.rep("y", 200) end return json.stringify(t)"#,
+        503,
+    ),
+    (
+        "recursion",
+        "local function f(n) return 1 + f(n + 1) end return f(1)",
+        500,
+    ),
+];
+
+fn hostile_script(body: &str) -> String {
+    format!("add_event_listener(\"fetch\", function(request)\n{body}\nend)\n")
+}
+
+fn config(routes: &[(&str, &str)]) -> String {
+    let mut config = String::from(
+        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  memory_bytes: 33554432\nroutes:\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n",
+    );
+    for (name, _) in routes {
+        config.push_str(&format!(
+            "  - name: {name}\n    hosts: [{name}.test]\n    script: {name}.lua\n"
+        ));
+    }
+    config
+}
+
+fn get(proxy: &Proxy, host: &str) -> TestResult<(u16, String)> {
+    let response = client().get(proxy.url("/")).header("host", host).send()?;
+    let status = response.status().as_u16();
+    Ok((status, response.text()?))
+}
+
+#[test]
+fn hostile_scripts_are_stopped() -> TestResult {
+    let scripts: Vec<(String, String)> = HOSTILE
+        .iter()
+        .map(|(name, body, _)| (format!("{name}.lua"), hostile_script(body)))
+        .collect();
+    let mut files: Vec<(&str, &str)> = scripts
+        .iter()
+        .map(|(file, source)| (file.as_str(), source.as_str()))
+        .collect();
+    files.push(("healthy.lua", HEALTHY));
+    let routes: Vec<(&str, &str)> = HOSTILE
+        .iter()
+        .map(|(name, body, _)| (*name, *body))
+        .collect();
+    let proxy = Proxy::start(&config(&routes), &files)?;
+
+    for (name, _, expected) in HOSTILE {
+        let (status, body) = get(&proxy, &format!("{name}.test"))?;
+        assert_eq!(status, *expected, "{name}: {body}");
+        assert!(body.contains("request id: "), "{name}: {body}");
+        assert!(
+            !body.contains(".lua"),
+            "{name} leaks the script path: {body}"
+        );
+        assert!(!body.contains("0x"), "{name} leaks an address: {body}");
+        assert_eq!(
+            get(&proxy, "healthy.test")?,
+            (200, "OK".to_string()),
+            "after {name}"
+        );
+    }
+
+    let scrape = client().get(proxy.admin_url("/metrics")).send()?.text()?;
+    let limit_line = "actias_script_runs_total{outcome=\"limit\",route=\"loop\"} 1";
+    assert!(scrape.contains(limit_line), "{scrape}");
+    let error_line = "actias_script_runs_total{outcome=\"error\",route=\"recursion\"} 1";
+    assert!(scrape.contains(error_line), "{scrape}");
+    let stopped = proxy.wait_log_line(&[
+        "script stopped by a limit",
+        "\"route\":\"loop\"",
+        "CPU time limit of 50 ms",
+    ]);
+    assert!(stopped.is_some(), "{}", proxy.log());
+    let memory = proxy.wait_log_line(&[
+        "script stopped by a limit",
+        "\"route\":\"rep-bomb\"",
+        "memory limit",
+    ]);
+    assert!(memory.is_some(), "{}", proxy.log());
+    Ok(())
+}
+
+#[test]
+fn other_routes_answer_while_a_script_spins() -> TestResult {
+    let spin = hostile_script("while true do end");
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nserver:\n  threads: 2\nroutes:\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n  - name: spin\n    hosts: [spin.test]\n    script: spin.lua\n    limits:\n      cpu_ms: 1500\n",
+        &[("healthy.lua", HEALTHY), ("spin.lua", &spin)],
+    )?;
+    let url = proxy.url("/");
+    let spinner = std::thread::spawn(move || {
+        let status = client()
+            .get(url)
+            .header("host", "spin.test")
+            .send()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string());
+        (status, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A request queued on the spinning worker thread waits until the script
+    // is stopped; the other worker thread serves the rest meanwhile.
+    let healthy: Vec<_> = (0..5)
+        .map(|_| {
+            let url = proxy.url("/");
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let response = client().get(url).header("host", "healthy.test").send();
+                let status = response.map(|r| r.status().as_u16()).unwrap_or(0);
+                (status, started, Instant::now())
+            })
+        })
+        .collect();
+    let healthy: Vec<_> = healthy
+        .into_iter()
+        .map(|handle| handle.join().map_err(|_| "healthy request panicked"))
+        .collect::<Result<_, _>>()?;
+    let (spin_status, spin_ended) = spinner.join().map_err(|_| "spinner panicked")?;
+    assert_eq!(spin_status?, 503);
+    assert!(
+        healthy.iter().all(|(status, ..)| *status == 200),
+        "{healthy:?}"
+    );
+    let served_during = healthy
+        .iter()
+        .filter(|(_, started, ended)| {
+            *ended < spin_ended && *ended - *started < Duration::from_millis(300)
+        })
+        .count();
+    assert!(
+        served_during >= 3,
+        "only {served_during} of 5 served during the spin"
+    );
+    Ok(())
+}
+
+#[test]
+fn forbidden_functions_are_absent() -> TestResult {
+    let probe = r#"
+local results = {}
+local function try(name, f)
+    local ok, value = pcall(f)
+    results[name] = ok and tostring(value) or "error"
+end
+add_event_listener("fetch", function(request)
+    try("io", function() return io end)
+    try("os.execute", function() return os.execute end)
+    try("os.getenv", function() return os.getenv end)
+    try("os.remove", function() return os.remove end)
+    try("os.time", function() return type(os.time()) end)
+    try("debug.info", function() return debug.info end)
+    try("debug.getinfo", function() return debug.getinfo end)
+    try("debug.traceback", function() return type(debug.traceback) end)
+    try("string.dump", function() return string.dump end)
+    try("load", function() return load end)
+    try("dofile", function() return dofile end)
+    try("loadfile", function() return loadfile end)
+    try("binary chunk", function() return loadstring("\27Lua") end)
+    try("require", function() return require("os") end)
+    try("collect", function() return collectgarbage("collect") end)
+    try("count", function() return type(collectgarbage("count")) end)
+    try("string metatable", function() getmetatable("").__index.upper = function() return "x" end end)
+    try("string library", function() string.upper = nil end)
+    try("json table", function() json.stringify = nil end)
+    try("array metatable", function() getmetatable(json.array()).__index = {} end)
+    return {body = json.stringify(results)}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: probe\n    hosts: [probe.test]\n    script: probe.lua\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n",
+        &[("probe.lua", probe), ("healthy.lua", HEALTHY)],
+    )?;
+    let (status, body) = get(&proxy, "probe.test")?;
+    assert_eq!(status, 200, "{body}");
+    let results: serde_json::Value = serde_json::from_str(&body)?;
+    for absent in [
+        "io",
+        "os.execute",
+        "os.getenv",
+        "os.remove",
+        "debug.info",
+        "debug.getinfo",
+        "string.dump",
+        "load",
+        "dofile",
+        "loadfile",
+    ] {
+        assert_eq!(results[absent], "nil", "{absent}: {body}");
+    }
+    for raising in [
+        "binary chunk",
+        "require",
+        "collect",
+        "string metatable",
+        "string library",
+        "json table",
+        "array metatable",
+    ] {
+        assert_eq!(results[raising], "error", "{raising}: {body}");
+    }
+    assert_eq!(results["os.time"], "number");
+    assert_eq!(results["debug.traceback"], "function");
+    assert_eq!(results["count"], "number");
+    // The other route still sees the real string library.
+    assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
+    Ok(())
+}
+
+#[test]
+fn stopped_vm_starts_from_fresh_globals() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    if request.path == "/poison" then
+        poisoned = true
+        while true do end
+    end
+    if request.path == "/set" then
+        kept = true
+    end
+    return {body = "poisoned=" .. tostring(poisoned) .. " kept=" .. tostring(kept)}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nserver:\n  threads: 1\nroutes:\n  - name: r\n    default: true\n    script: r.lua\n",
+        &[("r.lua", script)],
+    )?;
+    let http = client();
+    let text = |path: &str| -> TestResult<(u16, String)> {
+        let response = http.get(proxy.url(path)).send()?;
+        Ok((response.status().as_u16(), response.text()?))
+    };
+    assert_eq!(text("/set")?.1, "poisoned=nil kept=true");
+    assert_eq!(text("/poison")?.0, 503);
+    assert_eq!(text("/")?.1, "poisoned=nil kept=nil");
+    Ok(())
+}
+
+#[test]
+fn failure_policy_can_fall_through_to_origin() -> TestResult {
+    let origin = support::Origin::start("backup");
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: backup\n    servers: [\"{}\"]\nroutes:\n  - name: fragile\n    hosts: [fragile.test]\n    script: fragile.lua\n    origin: backup\n    on_failure: origin\n  - name: strict\n    hosts: [strict.test]\n    script: fragile.lua\n    error_status: 502\n    limit_status: 429\n",
+        origin.address()
+    );
+    let script =
+        hostile_script("if request.path == '/spin' then while true do end end error('broken')");
+    let proxy = Proxy::start(&config, &[("fragile.lua", &script)])?;
+    let http = client();
+
+    let fallen = http
+        .get(proxy.url("/"))
+        .header("host", "fragile.test")
+        .send()?;
+    assert_eq!(fallen.status(), 200);
+    assert_eq!(fallen.headers()["x-origin"], "backup");
+    let spun = http
+        .get(proxy.url("/spin"))
+        .header("host", "fragile.test")
+        .send()?;
+    assert_eq!(spun.status(), 200);
+
+    let strict = http
+        .get(proxy.url("/"))
+        .header("host", "strict.test")
+        .send()?;
+    assert_eq!(strict.status(), 502);
+    let limited = http
+        .get(proxy.url("/spin"))
+        .header("host", "strict.test")
+        .send()?;
+    assert_eq!(limited.status(), 429);
+    Ok(())
+}
+
+#[test]
+fn memory_returns_after_repeated_bombs() -> TestResult {
+    let bomb =
+        hostile_script(r#"local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end"#);
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nserver:\n  threads: 1\nroutes:\n  - name: bomb\n    hosts: [bomb.test]\n    script: bomb.lua\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n",
+        &[("bomb.lua", &bomb), ("healthy.lua", HEALTHY)],
+    )?;
+    let resident = || -> TestResult<f64> {
+        let scrape = client().get(proxy.admin_url("/metrics")).send()?.text()?;
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| "no process_resident_memory_bytes".into())
+    };
+    assert_eq!(get(&proxy, "bomb.test")?.0, 503);
+    let after_one = resident()?;
+    for _ in 0..5 {
+        assert_eq!(get(&proxy, "bomb.test")?.0, 503);
+        assert_eq!(get(&proxy, "healthy.test")?.0, 200);
+    }
+    let after_six = resident()?;
+    // Each bomb fills a 64 MiB VM; a VM that was kept would add that much
+    // per bomb, so five more bombs must not grow the process by 64 MiB.
+    let growth = after_six - after_one;
+    assert!(growth < 64.0 * 1024.0 * 1024.0, "grew by {growth} bytes");
+    Ok(())
+}
