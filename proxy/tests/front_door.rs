@@ -133,8 +133,8 @@ fn unread_body_is_never_parsed_as_a_request() -> TestResult {
     let origin = Origin::start("o");
     let proxy = start(&origin)?;
     let hidden = "GET /hidden HTTP/1.1\r\nHost: lua.test\r\n\r\n";
-    // On a route with an origin, a chunked body is left for the origin; the
-    // script answers without it and the connection must not go on.
+    // On a route with an origin, a chunked body is left for the origin. The
+    // script responds without it, and the connection must not go on.
     let chunked = format!(
         "POST / HTTP/1.1\r\nHost: both.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{hidden}\r\n0\r\n\r\n",
         hidden.len()
