@@ -139,3 +139,65 @@ function log.warn(...) end
 ---Writes a line at error level.
 ---@param ... any
 function log.error(...) end
+
+---A key in a listing.
+---@class actias.ListedKey
+---@field name string The key.
+---@field metadata any? Metadata stored with the key, decoded from JSON.
+---@field expiration number? Expiry time, in seconds since the Unix epoch.
+
+---One page of a listing.
+---@class actias.ListPage
+---@field keys actias.ListedKey[] Live keys in byte order.
+---@field list_complete boolean True when no keys follow this page.
+---@field cursor string? Pass to the next `list` call; nil when complete.
+
+---Options of `put`.
+---@class actias.PutOptions
+---@field ttl number? Lifetime in seconds.
+---@field metadata any? JSON-encodable value stored with the key (1024 bytes at most as JSON).
+
+---Options of `list`.
+---@class actias.ListOptions
+---@field prefix string? Only keys that start with this prefix.
+---@field limit integer? 1 to 1000; default 1000.
+---@field cursor string? Cursor from a previous page with the same prefix.
+
+---A handle on one key-value namespace.
+---@class actias.Namespace
+local Namespace = {}
+
+---Returns the value of `key`, or nil when it is missing or expired.
+---@param key string 1 to 512 bytes.
+---@return string?
+function Namespace:get(key) end
+
+---Returns the value, its metadata and its expiry time in seconds.
+---@param key string
+---@return string? value
+---@return any? metadata
+---@return number? expiration
+function Namespace:get_with_metadata(key) end
+
+---Stores `value` under `key`; returns once the write is durable.
+---@param key string 1 to 512 bytes.
+---@param value string At most 25 MiB, binary-safe.
+---@param options actias.PutOptions?
+function Namespace:put(key, value, options) end
+
+---Removes `key`; removing a missing key succeeds.
+---@param key string
+function Namespace:delete(key) end
+
+---Lists live keys in byte order.
+---@param options actias.ListOptions?
+---@return actias.ListPage
+function Namespace:list(options) end
+
+---The key-value store.
+kv = {}
+
+---Opens a namespace that the route declares under `kv` in the config.
+---@param name string
+---@return actias.Namespace
+function kv.namespace(name) end

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,26 +14,35 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::kv::KvStore;
 use crate::metrics::METRICS;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     /// Public listener addresses that must accept connections to be ready.
     listeners: Vec<SocketAddr>,
+    /// The key-value store, which must answer a ping to be ready.
+    kv_store: Option<Arc<dyn KvStore>>,
     /// Set once every listener has accepted a connection.
     listening: AtomicBool,
 }
 
 impl AdminApp {
-    pub fn new(listeners: Vec<SocketAddr>) -> Self {
+    pub fn new(listeners: Vec<SocketAddr>, kv_store: Option<Arc<dyn KvStore>>) -> Self {
         Self {
             listeners,
+            kv_store,
             listening: AtomicBool::new(false),
         }
     }
 
     /// Returns `None` when ready, or the reason it is not.
     async fn not_ready(&self) -> Option<String> {
+        if let Some(store) = &self.kv_store {
+            if let Err(e) = store.ping().await {
+                return Some(format!("the key-value store does not answer: {e}"));
+            }
+        }
         if self.listening.load(Ordering::Relaxed) {
             return None;
         }
@@ -117,7 +127,7 @@ mod tests {
             let address = listener.local_addr().expect("address");
             drop(listener);
 
-            let app = AdminApp::new(vec![address]);
+            let app = AdminApp::new(vec![address], None);
             let reason = app.not_ready().await.expect("nothing listens yet");
             assert!(reason.contains(&address.to_string()), "{reason}");
 

@@ -1,12 +1,14 @@
 //! Every function that Lua scripts can call, installed into a fresh VM.
 //!
-//! Bindings only touch Lua values; they know nothing of Pingora, routes or
-//! storage. The runtime in `script` installs them before the VM is
+//! Bindings only touch Lua values and the traits they are given; they know
+//! nothing of Pingora, of routing or of a particular storage backend. The runtime in `script` installs them before the VM is
 //! sandboxed, so that scripts see them as read-only globals.
 
 mod json;
+mod kv;
 mod log;
 
+pub use kv::KvAccess;
 pub use log::{CurrentRequest, ScriptIdentity};
 
 use mlua::{Error, Function, Lua, Result, Value};
@@ -19,6 +21,7 @@ pub fn install(lua: &Lua) -> Result<()> {
     let globals = lua.globals();
     globals.raw_set("json", json::create(lua)?)?;
     globals.raw_set("log", log::create(lua)?)?;
+    globals.raw_set("kv", kv::create(lua)?)?;
     globals.raw_set("print", log::create_print(lua)?)?;
     globals.raw_set(
         "add_event_listener",

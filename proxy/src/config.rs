@@ -13,8 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    AdminSection, ConfigFile, LimitsSection, ListenerSection, LogFormat, LogSection, OnFailure,
-    OriginSection, RouteLimitsSection, RouteSection, ServerSection, DEFAULT_ADMIN, DEFAULT_LISTEN,
+    AdminSection, ConfigFile, EmbeddedSection, KvBackend, KvSection, LimitsSection,
+    ListenerSection, LogFormat, LogSection, OnFailure, OriginSection, RouteLimitsSection,
+    RouteSection, ScyllaSection, ServerSection, DEFAULT_ADMIN, DEFAULT_LISTEN,
 };
 pub use locate::Locations;
 

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bindings;
 pub mod config;
 pub mod connection;
+pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod origin;

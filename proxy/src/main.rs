@@ -37,6 +37,52 @@ enum Command {
         #[arg(long, default_value = "conf/actias.yaml")]
         config: PathBuf,
     },
+    /// Read and write the configured key-value store.
+    Kv {
+        /// Config file whose `kv` section names the store.
+        #[arg(long, default_value = "conf/actias.yaml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Print the value of a key to standard output.
+    Get { namespace: String, key: String },
+    /// Store a value.
+    Put {
+        namespace: String,
+        key: String,
+        value: String,
+        /// Seconds until the key expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Metadata as a JSON object, at most 1024 bytes.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Delete a key.
+    Delete { namespace: String, key: String },
+    /// Print the keys in byte order, one per line.
+    List {
+        namespace: String,
+        /// Only keys that start with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Most keys to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Store every record of a JSON file in the Workers KV bulk format.
+    Import { namespace: String, file: PathBuf },
+    /// Write every live record as JSON in the Workers KV bulk format, to a
+    /// file or to standard output.
+    Export {
+        namespace: String,
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,7 +103,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { config } => match server::load(&config, 1) {
+        Command::Kv { config, command } => match run_kv(&config, command) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("actias kv: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check { config } => match server::load(&config, 1, None) {
             Ok((_, snapshot)) => {
                 println!(
                     "{}: ok, {} routes, {} scripts",
@@ -74,4 +127,98 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Runs one `actias kv` command against the store that `config` names.
+fn run_kv(config: &std::path::Path, command: KvCommand) -> Result<ExitCode, String> {
+    use std::io::Write;
+
+    use actias::kv::{self, tool};
+
+    let config = actias::config::load(config).map_err(|problems| problems.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let store = kv::open(&config.file.kv, &config.base_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = store.as_ref();
+        let stdout = std::io::stdout();
+        match command {
+            KvCommand::Get { namespace, key } => {
+                match tool::get(store, &namespace, &key)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(entry) => {
+                        stdout
+                            .lock()
+                            .write_all(&entry.value)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    None => {
+                        eprintln!("actias kv: key `{key}` not found in namespace `{namespace}`");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            KvCommand::Put {
+                namespace,
+                key,
+                value,
+                ttl,
+                metadata,
+            } => {
+                tool::put(
+                    store,
+                    &namespace,
+                    &key,
+                    value.into(),
+                    ttl,
+                    metadata.as_deref(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            KvCommand::Delete { namespace, key } => {
+                tool::delete(store, &namespace, &key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            KvCommand::List {
+                namespace,
+                prefix,
+                limit,
+            } => {
+                tool::list(store, &namespace, &prefix, limit, &mut stdout.lock())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            KvCommand::Import { namespace, file } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let records: Vec<tool::Record> = serde_json::from_str(&text).map_err(|e| {
+                    format!(
+                        "{}: not a JSON array of {{\"key\", \"value\"}} records: {e}",
+                        file.display()
+                    )
+                })?;
+                let count = tool::import(store, &namespace, records)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                eprintln!("imported {count} keys into `{namespace}`");
+            }
+            KvCommand::Export { namespace, file } => {
+                let records = tool::export(store, &namespace)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+                match file {
+                    Some(file) => std::fs::write(&file, text + "\n")
+                        .map_err(|e| format!("cannot write {}: {e}", file.display()))?,
+                    None => writeln!(stdout.lock(), "{text}").map_err(|e| e.to_string())?,
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -47,6 +47,10 @@ pub struct Metrics {
     /// `actias_origin_failures_total{origin, kind}`, kind `connect`,
     /// `timeout` or `other`.
     pub origin_failures: IntCounterVec,
+    /// `actias_kv_operations_total{backend, operation, outcome}`.
+    pub kv_operations: IntCounterVec,
+    /// `actias_kv_operation_duration_seconds{backend, operation}`.
+    pub kv_duration: HistogramVec,
     /// `actias_config_loads_total{outcome}`, outcome `success` or `failure`.
     pub config_loads: IntCounterVec,
     /// `actias_build_info{version}`, always 1.
@@ -126,6 +130,18 @@ impl Metrics {
              (connect, timeout, other).",
             &["origin", "kind"],
         );
+        let kv_operations = counter(
+            "actias_kv_operations_total",
+            "Key-value store operations, by backend, operation (get, put, delete, list) and \
+             outcome (ok, invalid, timeout, error).",
+            &["backend", "operation", "outcome"],
+        );
+        let kv_duration = histogram(
+            "actias_kv_operation_duration_seconds",
+            "Duration of key-value store operations, by backend and operation.",
+            &["backend", "operation"],
+            &DURATION_BUCKETS,
+        );
         let config_loads = counter(
             "actias_config_loads_total",
             "Config loads, by outcome (success, failure).",
@@ -168,6 +184,8 @@ impl Metrics {
             origin_duration,
             origin_connections,
             origin_failures,
+            kv_operations,
+            kv_duration,
             config_loads,
             build_info,
         }

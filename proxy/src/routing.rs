@@ -181,6 +181,7 @@ mod tests {
             script: None,
             origin: Some("o".into()),
             limits: Default::default(),
+            kv: Vec::new(),
             on_failure: Default::default(),
             error_status: 500,
             limit_status: 503,

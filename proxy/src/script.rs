@@ -19,7 +19,7 @@ pub use request::{RequestEdits, RequestInput};
 pub use response::ScriptResponse;
 use std::time::Duration;
 
-pub use vm::{Outcome, Vm};
+pub use vm::{Outcome, Vm, VmSettings};
 
 /// A failure to load or run a script.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +51,8 @@ pub struct RouteScript {
     pub route: String,
     /// Chunk name used in tracebacks: `route/script-path`.
     pub chunk_name: String,
+    settings: VmSettings,
     bytecode: Bytecode,
-    memory_limit: usize,
     idle: Mutex<Vec<Vm>>,
 }
 
@@ -60,21 +60,19 @@ impl RouteScript {
     /// Loads `bytecode` into `ready` VMs; the first load also checks that
     /// the script's top level runs and registers a handler.
     pub fn new(
-        route: String,
-        chunk_name: String,
+        settings: VmSettings,
         bytecode: Bytecode,
-        memory_limit: usize,
         ready: usize,
     ) -> Result<Self, ScriptError> {
         let mut idle = Vec::with_capacity(ready.max(1));
         for _ in 0..ready.max(1) {
-            idle.push(Vm::new(&bytecode, &route, &chunk_name, memory_limit)?);
+            idle.push(Vm::new(&bytecode, &settings)?);
         }
         Ok(Self {
-            route,
-            chunk_name,
+            route: settings.route.clone(),
+            chunk_name: settings.chunk_name.clone(),
+            settings,
             bytecode,
-            memory_limit,
             idle: Mutex::new(idle),
         })
     }
@@ -118,12 +116,7 @@ impl RouteScript {
             Some(vm) => Ok(vm),
             // Every VM is busy: more requests run this script at once than
             // there are worker threads, so the pool grows by one.
-            None => Vm::new(
-                &self.bytecode,
-                &self.route,
-                &self.chunk_name,
-                self.memory_limit,
-            ),
+            None => Vm::new(&self.bytecode, &self.settings),
         }
     }
 

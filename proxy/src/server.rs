@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::{self, Config, Problems, DEFAULT_LISTEN};
 use crate::connection::Connections;
+use crate::kv::{self, KvError, KvStore};
 use crate::logging;
 use crate::metrics::METRICS;
 use crate::proxy::ActiasProxy;
@@ -29,6 +30,9 @@ pub enum StartError {
     /// The config or a script has problems; each is listed.
     #[error("{0}")]
     Config(Problems),
+    /// The key-value store cannot be opened.
+    #[error("cannot open the key-value store: {0}; check the `kv` section of the config")]
+    Kv(KvError),
     /// A listener address cannot be bound.
     #[error(
         "cannot listen on {address}: {source}; stop the process that uses it or change `listeners`"
@@ -42,13 +46,17 @@ pub enum StartError {
 /// Loads the config at `path` and builds its snapshot, as `actias check`
 /// does. Returns the config and the snapshot.
 /// Every problem of the config and of its scripts is reported in one run.
-pub fn load(path: &Path, vms_per_script: usize) -> Result<(Config, Snapshot), Problems> {
+pub fn load(
+    path: &Path,
+    vms_per_script: usize,
+    kv_store: Option<Arc<dyn KvStore>>,
+) -> Result<(Config, Snapshot), Problems> {
     let (config, mut problems) = config::load_partial(path);
     let Some(config) = config else {
         return Err(Problems(problems));
     };
     let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
-    match Snapshot::build(&config, &cache, vms_per_script) {
+    match Snapshot::build(&config, &cache, vms_per_script, kv_store) {
         Ok(snapshot) if problems.is_empty() => Ok((config, snapshot)),
         Ok(_) => Err(Problems(problems)),
         Err(more) => {
@@ -62,14 +70,14 @@ pub fn load(path: &Path, vms_per_script: usize) -> Result<(Config, Snapshot), Pr
 pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     // Start logging before the scripts load, so that their top-level `print`
     // and `log.*` lines are kept.
-    let threads = match config::load(path) {
-        Ok(config) => {
-            logging::init(&config.file.log);
-            config.file.server.threads
-        }
-        Err(_) => 1,
-    };
-    let (config, snapshot) = load(path, threads).map_err(|problems| {
+    let first = config::load(path).map_err(|problems| {
+        METRICS.config_loads.with_label_values(&["failure"]).inc();
+        StartError::Config(problems)
+    })?;
+    logging::init(&first.file.log);
+    let threads = first.file.server.threads;
+    let kv_store = open_kv(&first)?;
+    let (config, snapshot) = load(path, threads, Some(kv_store.clone())).map_err(|problems| {
         METRICS.config_loads.with_label_values(&["failure"]).inc();
         StartError::Config(problems)
     })?;
@@ -153,11 +161,36 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
 
     if admin.enabled {
         let addresses = listeners.iter().filter_map(|a| a.parse().ok()).collect();
-        let mut admin_service = Service::new("admin".into(), AdminApp::new(addresses));
+        let mut admin_service =
+            Service::new("admin".into(), AdminApp::new(addresses, Some(kv_store)));
         admin_service.threads = Some(1);
         admin_service.add_tcp(&admin.address);
         tracing::info!(address = %admin.address, "admin listening");
         server.add_service(admin_service);
     }
     server.run_forever();
+}
+
+/// Opens the configured key-value store. The store's background tasks (the
+/// Scylla driver's connections) run on a runtime of their own that lives as
+/// long as the process, apart from Pingora's worker runtimes.
+fn open_kv(config: &Config) -> Result<Arc<dyn KvStore>, StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("actias-kv")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            StartError::Kv(KvError::Backend {
+                backend: "runtime",
+                detail: e.to_string(),
+            })
+        })?;
+    let store = runtime
+        .block_on(kv::open(&config.file.kv, &config.base_dir))
+        .map_err(StartError::Kv)?;
+    tracing::info!(backend = store.backend(), "key-value store open");
+    // The runtime must outlive every request, so it is never dropped.
+    std::mem::forget(runtime);
+    Ok(store)
 }

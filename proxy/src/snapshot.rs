@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, LimitsSection, OnFailure, Problem, Problems};
+use crate::kv::KvStore;
 use crate::origin::Origin;
 use crate::routing::Router;
-use crate::script::{RouteScript, ScriptCache, ScriptError};
+use crate::script::{RouteScript, ScriptCache, ScriptError, VmSettings};
 
 /// One route, ready to serve.
 pub struct Route {
@@ -44,6 +45,7 @@ impl Snapshot {
         config: &Config,
         cache: &ScriptCache,
         vms_per_script: usize,
+        kv_store: Option<Arc<dyn KvStore>>,
     ) -> Result<Self, Problems> {
         let mut problems = Vec::new();
 
@@ -72,12 +74,14 @@ impl Snapshot {
                         script_files.push(path.clone());
                     }
                     let chunk_name = format!("{}/{}", section.name, script);
-                    let route = section.name.clone();
-                    let vms = ScriptVms {
+                    let settings = VmSettings {
+                        route: section.name.clone(),
+                        chunk_name,
                         memory_limit,
-                        count: vms_per_script,
+                        kv_store: kv_store.clone(),
+                        kv_namespaces: section.kv.clone(),
                     };
-                    match load_script(&path, route, chunk_name, cache, vms) {
+                    match load_script(&path, settings, cache, vms_per_script) {
                         Ok(script) => Some(Arc::new(script)),
                         Err(LoadFailure::Problem(problem)) => {
                             problems.push(problem);
@@ -125,12 +129,6 @@ impl Snapshot {
     }
 }
 
-/// How many VMs to load for a script, and their memory limit.
-struct ScriptVms {
-    memory_limit: usize,
-    count: usize,
-}
-
 enum LoadFailure {
     /// The file cannot be read; reported against the config key.
     Unreadable(std::io::Error),
@@ -141,10 +139,9 @@ enum LoadFailure {
 /// Reads, compiles and loads one script.
 fn load_script(
     path: &PathBuf,
-    route: String,
-    chunk_name: String,
+    settings: VmSettings,
     cache: &ScriptCache,
-    vms: ScriptVms,
+    vms: usize,
 ) -> Result<RouteScript, LoadFailure> {
     let source = std::fs::read(path).map_err(LoadFailure::Unreadable)?;
     let problem = |line: Option<usize>, message: String| {
@@ -158,14 +155,8 @@ fn load_script(
     let bytecode = cache
         .get_or_compile(&source)
         .map_err(|e| problem(e.line, format!("syntax error: {}", e.message)))?;
-    RouteScript::new(
-        route,
-        chunk_name.clone(),
-        bytecode,
-        vms.memory_limit,
-        vms.count,
-    )
-    .map_err(|e| {
+    let chunk_name = settings.chunk_name.clone();
+    RouteScript::new(settings, bytecode, vms).map_err(|e| {
         let line = match &e {
             ScriptError::Load(message) => line_in(message, &chunk_name),
             _ => None,

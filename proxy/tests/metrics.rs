@@ -345,3 +345,55 @@ fn access_log_can_be_turned_off() -> TestResult {
     assert_eq!(access, 0, "{}", proxy.log());
     Ok(())
 }
+
+#[test]
+fn kv_operations_are_counted() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local ns = kv.namespace("counted")
+    ns:put("k", "v")
+    ns:get("k")
+    ns:get("k")
+    pcall(ns.get, ns, "")
+    return {body = "ok"}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: kv\n    default: true\n    script: kv.lua\n    kv: [counted]\n",
+        &[("kv.lua", script)],
+    )?;
+    assert_eq!(client().get(proxy.url("/")).send()?.status(), 200);
+    let scrape = client().get(proxy.admin_url("/metrics")).send()?.text()?;
+    let ops = "actias_kv_operations_total";
+    assert_eq!(
+        sample(
+            &scrape,
+            ops,
+            r#"backend="embedded",operation="put",outcome="ok""#
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            ops,
+            r#"backend="embedded",operation="get",outcome="ok""#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            ops,
+            r#"backend="embedded",operation="get",outcome="error""#
+        ),
+        Some(0.0)
+    );
+    let durations = "actias_kv_operation_duration_seconds_count";
+    assert_eq!(
+        sample(&scrape, durations, r#"backend="embedded",operation="get""#),
+        Some(2.0)
+    );
+    Ok(())
+}

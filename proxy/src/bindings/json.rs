@@ -65,6 +65,26 @@ pub fn create(lua: &Lua) -> Result<Table> {
     Ok(json)
 }
 
+/// Encodes a Lua value as JSON text, as `json.stringify` does.
+pub fn encode(lua: &Lua, value: &Value) -> Result<String> {
+    let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
+    let mut encoder = Encoder {
+        out: String::new(),
+        seen: Vec::new(),
+        array_metatable,
+    };
+    encoder.encode(value)?;
+    Ok(encoder.out)
+}
+
+/// Decodes JSON text into a Lua value, as `json.parse` does.
+pub fn decode(lua: &Lua, text: &[u8]) -> Result<Value> {
+    let parsed: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| Error::runtime(format!("json.parse: invalid JSON: {e}")))?;
+    let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
+    to_lua(lua, &parsed, &array_metatable)
+}
+
 struct Encoder {
     out: String,
     /// Tables on the path from the root, to detect cycles.

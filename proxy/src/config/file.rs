@@ -99,6 +99,115 @@ impl Default for LogSection {
     }
 }
 
+/// Which key-value backend scripts use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// A redb file on this machine.
+    #[default]
+    Embedded,
+    /// A ScyllaDB (or Cassandra) cluster.
+    Scylla,
+}
+
+/// The key-value store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvSection {
+    pub backend: KvBackend,
+    pub embedded: EmbeddedSection,
+    pub scylla: ScyllaSection,
+}
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedSection {
+    /// Database file, relative to the config file's directory.
+    pub path: String,
+    /// Seconds between sweeps that delete expired keys.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for EmbeddedSection {
+    fn default() -> Self {
+        Self {
+            path: "data/kv.redb".to_string(),
+            sweep_interval_seconds: 60,
+        }
+    }
+}
+
+/// Settings of the ScyllaDB backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSection {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// Keyspace that holds the tables; created if missing.
+    pub keyspace: String,
+    /// Replication of the keyspace when it is created, as CQL options.
+    pub replication: std::collections::BTreeMap<String, serde_yaml::Value>,
+    /// Consistency level of every statement, such as `local_quorum`.
+    pub consistency: String,
+    /// Milliseconds a statement may take before it fails with a timeout.
+    pub request_timeout_ms: u64,
+    /// Milliseconds to wait for a connection to a node.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ScyllaSection {
+    fn default() -> Self {
+        let mut replication = std::collections::BTreeMap::new();
+        replication.insert("class".to_string(), "SimpleStrategy".into());
+        replication.insert("replication_factor".to_string(), 1.into());
+        Self {
+            nodes: vec!["127.0.0.1:9042".to_string()],
+            keyspace: "actias".to_string(),
+            replication,
+            consistency: "local_quorum".to_string(),
+            request_timeout_ms: 2_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl ScyllaSection {
+    /// Returns the replication options as a CQL map literal.
+    pub fn replication_literal(&self) -> String {
+        let entries: Vec<String> = self
+            .replication
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    serde_yaml::Value::String(text) => text.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                format!(
+                    "'{}': '{}'",
+                    key.replace('\'', "''"),
+                    value.replace('\'', "''")
+                )
+            })
+            .collect();
+        format!("{{{}}}", entries.join(", "))
+    }
+
+    /// Returns the configured consistency level.
+    pub fn consistency(&self) -> Result<scylla::statement::Consistency, crate::kv::KvError> {
+        crate::kv::parse_consistency(&self.consistency).ok_or_else(|| {
+            crate::kv::KvError::Invalid(format!(
+                "consistency `{}` is not a CQL consistency level; use local_quorum, quorum, one \
+                 or another level",
+                self.consistency
+            ))
+        })
+    }
+}
+
 /// Limits applied to every request; routes may override the script ones.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +322,9 @@ pub struct RouteSection {
     /// Script limits that override the `limits` section for this route.
     #[serde(default)]
     pub limits: RouteLimitsSection,
+    /// Key-value namespaces the script may open with `kv.namespace`.
+    #[serde(default)]
+    pub kv: Vec<String>,
     /// What to do when the script fails or hits a limit.
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -232,6 +344,7 @@ pub struct ConfigFile {
     pub listeners: Vec<ListenerSection>,
     pub admin: AdminSection,
     pub log: LogSection,
+    pub kv: KvSection,
     pub limits: LimitsSection,
     pub origins: Vec<OriginSection>,
     pub routes: Vec<RouteSection>,

@@ -27,7 +27,7 @@ pub struct StructureError {
 /// bindings of a fresh VM (about 200 KiB with Luau 0.740).
 const MIN_MEMORY_BYTES: usize = 1024 * 1024;
 
-const SECTIONS: &str = "server, listeners, admin, log, limits, origins, routes";
+const SECTIONS: &str = "server, listeners, admin, log, limits, kv, origins, routes";
 
 /// What deserialization produced: every section and item that parsed,
 /// and one error for each that did not.
@@ -81,6 +81,7 @@ pub fn deserialize(text: &str) -> Deserialized {
             "limits" => section(name, value, &mut errors, |v| file.limits = v),
             "admin" => section(name, value, &mut errors, |v| file.admin = v),
             "log" => section(name, value, &mut errors, |v| file.log = v),
+            "kv" => section(name, value, &mut errors, |v| file.kv = v),
             "listeners" => file.listeners = items(name, value, &mut errors),
             "origins" => {
                 broken_origins = item_names(&value);
@@ -310,6 +311,8 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
         );
     }
 
+    check_kv(&file.kv, &mut problem);
+
     let mut origin_names = HashSet::new();
     for origin in &file.origins {
         let key = format!("origins[{}]", origin.index);
@@ -453,6 +456,11 @@ fn check_route(
             ),
         );
     }
+    for (index, namespace) in route.kv.iter().enumerate() {
+        if let Err(message) = crate::kv::check_namespace(namespace) {
+            problem(format!("{key}.kv[{index}]"), message);
+        }
+    }
     let limits = &route.limits;
     if limits.cpu_ms == Some(0) {
         problem(
@@ -497,6 +505,64 @@ fn check_route(
             problem(
                 format!("{key}.origin"),
                 format!("origin `{origin}` is not defined under `origins`"),
+            );
+        }
+    }
+}
+
+fn check_kv(kv: &crate::config::KvSection, problem: &mut impl FnMut(String, String)) {
+    if kv.embedded.path.is_empty() {
+        problem(
+            "kv.embedded.path".into(),
+            "path is empty; set a file such as data/kv.redb".into(),
+        );
+    }
+    if kv.embedded.sweep_interval_seconds == 0 {
+        problem(
+            "kv.embedded.sweep_interval_seconds".into(),
+            "sweep_interval_seconds must be at least 1".into(),
+        );
+    }
+    let scylla = &kv.scylla;
+    if scylla.nodes.is_empty() {
+        problem(
+            "kv.scylla.nodes".into(),
+            "list at least one node, such as 127.0.0.1:9042".into(),
+        );
+    }
+    let keyspace_valid = !scylla.keyspace.is_empty()
+        && scylla.keyspace.len() <= 48
+        && scylla
+            .keyspace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && scylla.keyspace.as_bytes()[0].is_ascii_alphabetic();
+    if !keyspace_valid {
+        problem(
+            "kv.scylla.keyspace".into(),
+            format!(
+                "keyspace `{}` is invalid; use up to 48 letters, digits and `_`, starting with a letter",
+                scylla.keyspace
+            ),
+        );
+    }
+    if let Err(e) = scylla.consistency() {
+        problem("kv.scylla.consistency".into(), e.to_string());
+    }
+    if !scylla.replication.contains_key("class") {
+        problem(
+            "kv.scylla.replication".into(),
+            "replication needs a `class`, such as SimpleStrategy or NetworkTopologyStrategy".into(),
+        );
+    }
+    for (key, value) in [
+        ("request_timeout_ms", scylla.request_timeout_ms),
+        ("connect_timeout_ms", scylla.connect_timeout_ms),
+    ] {
+        if value == 0 {
+            problem(
+                format!("kv.scylla.{key}"),
+                format!("{key} must be at least 1"),
             );
         }
     }

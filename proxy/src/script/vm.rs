@@ -15,6 +15,7 @@ use super::request::{self, RequestEdits, RequestInput};
 use super::response::{self, ScriptResponse};
 use super::ScriptError;
 use crate::bindings;
+use crate::kv::KvStore;
 
 /// Lua source of the metatable that makes header names case-insensitive.
 /// Names are stored lowercase, so lookups with any case find them.
@@ -66,6 +67,20 @@ pub struct CallError {
     pub limit: Option<String>,
 }
 
+/// What a route's VMs are created with.
+#[derive(Clone)]
+pub struct VmSettings {
+    pub route: String,
+    /// Chunk name used in tracebacks: `route/script-path`.
+    pub chunk_name: String,
+    /// Memory, in bytes, the VM may allocate.
+    pub memory_limit: usize,
+    /// The key-value store, when one is open.
+    pub kv_store: Option<Arc<dyn KvStore>>,
+    /// Namespaces the route declared.
+    pub kv_namespaces: Vec<String>,
+}
+
 /// A sandboxed Luau state with the script loaded and its handler found.
 pub struct Vm {
     lua: Lua,
@@ -77,17 +92,19 @@ pub struct Vm {
 
 impl Vm {
     /// Creates a VM and runs the script's top level under `chunk_name`.
-    pub fn new(
-        bytecode: &[u8],
-        route: &str,
-        chunk_name: &str,
-        memory_limit: usize,
-    ) -> Result<Self, ScriptError> {
+    pub fn new(bytecode: &[u8], settings: &VmSettings) -> Result<Self, ScriptError> {
+        let chunk_name = settings.chunk_name.as_str();
+        let memory_limit = settings.memory_limit;
         let setup = |e: mlua::Error| ScriptError::Setup(e.to_string());
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(setup)?;
         lua.set_app_data(bindings::ScriptIdentity {
-            route: route.to_string(),
-            script: chunk_name.to_string(),
+            route: settings.route.clone(),
+            script: settings.chunk_name.clone(),
+        });
+        lua.set_app_data(bindings::KvAccess {
+            store: settings.kv_store.clone(),
+            route: settings.route.clone(),
+            namespaces: settings.kv_namespaces.clone(),
         });
         bindings::install(&lua).map_err(setup)?;
         let headers_metatable: Table = lua

@@ -92,15 +92,7 @@ impl Proxy {
         }
         let config = ConfigDir::new(&text, scripts)?;
         let log_path = config.dir.path().join("actias.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(config.config_path())
-            .env("RUST_LOG", "info,actias=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let child = spawn(&config.config_path(), &log_path)?;
         let mut proxy = Self {
             port,
             admin_port,
@@ -110,6 +102,15 @@ impl Proxy {
         };
         proxy.wait_ready()?;
         Ok(proxy)
+    }
+
+    /// Kills the proxy with SIGKILL, as a crash would, and starts it again
+    /// on the same config, ports and data.
+    pub fn kill_and_restart(&mut self) -> TestResult {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = spawn(&self.config.config_path(), &self.log_path)?;
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> TestResult {
@@ -175,6 +176,21 @@ impl Proxy {
     pub fn config_dir(&self) -> &Path {
         self.config.dir.path()
     }
+}
+
+fn spawn(config: &Path, log_path: &Path) -> TestResult<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    Ok(Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,actias=debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
 }
 
 impl Drop for Proxy {

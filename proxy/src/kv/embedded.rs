@@ -1,0 +1,276 @@
+//! The embedded backend: one redb file on this machine.
+//!
+//! Keys are stored as `namespace 0x00 key`, so each namespace is one
+//! ordered range and a prefix listing is a range scan. A record is
+//! `version (1 byte) | expiry in ms (u64, 0 for none) | metadata length
+//! (u32, u32::MAX for none) | metadata | value`. Every write commits with
+//! redb's immediate durability, so an acknowledged write survives the
+//! process being killed. Expired records read as missing at once and are
+//! deleted by a background sweep.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{
+    decode_cursor, encode_cursor, now_ms, prefix_end, Entry, KvError, KvStore, ListOptions,
+    ListPage, ListedKey,
+};
+
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const RECORD_VERSION: u8 = 1;
+const NO_METADATA: u32 = u32::MAX;
+const BACKEND: &str = "embedded";
+
+/// The redb-backed store.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    /// Opens or creates the database at `path` and starts a thread that
+    /// deletes expired records every `sweep_interval`.
+    pub fn open(path: &Path, sweep_interval: Duration) -> Result<Self, KvError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                failed(format!(
+                    "cannot create the directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(failed)?;
+        txn.open_table(TABLE).map_err(failed)?;
+        txn.commit().map_err(failed)?;
+
+        let db = Arc::new(db);
+        let weak = Arc::downgrade(&db);
+        std::thread::Builder::new()
+            .name("actias-kv-sweep".into())
+            .spawn(move || sweep_until_closed(weak, sweep_interval))
+            .map_err(|e| failed(format!("cannot start the expiry sweep: {e}")))?;
+        Ok(Self { db })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, KvError> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| failed(format!("the store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl KvStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, KvError> {
+        let stored_key = stored_key(namespace, key);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(TABLE).map_err(failed)?;
+            let Some(record) = table.get(stored_key.as_slice()).map_err(failed)? else {
+                return Ok(None);
+            };
+            let entry = decode(record.value())?;
+            Ok(live(entry))
+        })
+        .await
+    }
+
+    async fn put(&self, namespace: &str, key: &[u8], entry: Entry) -> Result<(), KvError> {
+        let stored_key = stored_key(namespace, key);
+        self.blocking(move |db| {
+            let record = encode(&entry);
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(failed)?;
+                table
+                    .insert(stored_key.as_slice(), record.as_slice())
+                    .map_err(failed)?;
+            }
+            txn.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn delete(&self, namespace: &str, key: &[u8]) -> Result<(), KvError> {
+        let stored_key = stored_key(namespace, key);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(failed)?;
+                table.remove(stored_key.as_slice()).map_err(failed)?;
+            }
+            txn.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn list(&self, namespace: &str, options: ListOptions) -> Result<ListPage, KvError> {
+        let mut start = stored_key(namespace, &options.prefix);
+        let lower = match &options.cursor {
+            Some(cursor) => {
+                let after = decode_cursor(cursor)?;
+                if !after.starts_with(&options.prefix) {
+                    return Err(KvError::Invalid(
+                        "the cursor belongs to another prefix; pass the same prefix as the \
+                         call that returned it"
+                            .into(),
+                    ));
+                }
+                start = stored_key(namespace, &after);
+                Bound::Excluded(start)
+            }
+            None => Bound::Included(start),
+        };
+        let upper = match prefix_end(&options.prefix) {
+            Some(end) => stored_key(namespace, &end),
+            // Past every key of the namespace: `namespace 0x01`.
+            None => {
+                let mut end = namespace.as_bytes().to_vec();
+                end.push(1);
+                end
+            }
+        };
+        let prefix_len = namespace.len() + 1;
+        let limit = options.limit;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(TABLE).map_err(failed)?;
+            let lower: Bound<&[u8]> = match &lower {
+                Bound::Included(k) => Bound::Included(k.as_slice()),
+                Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let upper: Bound<&[u8]> = Bound::Excluded(upper.as_slice());
+            let range = table.range((lower, upper)).map_err(failed)?;
+            let mut keys = Vec::new();
+            let mut more = false;
+            for item in range {
+                let (key, record) = item.map_err(failed)?;
+                let Some(entry) = live(decode(record.value())?) else {
+                    continue;
+                };
+                if keys.len() == limit {
+                    more = true;
+                    break;
+                }
+                keys.push(ListedKey {
+                    name: Bytes::copy_from_slice(&key.value()[prefix_len..]),
+                    metadata: entry.metadata,
+                    expires_at_ms: entry.expires_at_ms,
+                });
+            }
+            let cursor = more
+                .then(|| keys.last().map(|k: &ListedKey| encode_cursor(&k.name)))
+                .flatten();
+            Ok(ListPage { keys, cursor })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), KvError> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(failed))
+            .await
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> KvError {
+    KvError::Backend {
+        backend: BACKEND,
+        detail: error.to_string(),
+    }
+}
+
+fn stored_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(namespace.len() + 1 + key.len());
+    stored.extend_from_slice(namespace.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(key);
+    stored
+}
+
+fn encode(entry: &Entry) -> Vec<u8> {
+    let metadata = entry.metadata.as_deref().unwrap_or("");
+    let mut record = Vec::with_capacity(13 + metadata.len() + entry.value.len());
+    record.push(RECORD_VERSION);
+    record.extend_from_slice(&entry.expires_at_ms.unwrap_or(0).to_be_bytes());
+    let length = match &entry.metadata {
+        Some(m) => m.len() as u32,
+        None => NO_METADATA,
+    };
+    record.extend_from_slice(&length.to_be_bytes());
+    record.extend_from_slice(metadata.as_bytes());
+    record.extend_from_slice(&entry.value);
+    record
+}
+
+fn decode(record: &[u8]) -> Result<Entry, KvError> {
+    let corrupt = || failed("a stored record is corrupt");
+    if record.len() < 13 || record[0] != RECORD_VERSION {
+        return Err(corrupt());
+    }
+    let expires = u64::from_be_bytes(record[1..9].try_into().map_err(|_| corrupt())?);
+    let length = u32::from_be_bytes(record[9..13].try_into().map_err(|_| corrupt())?);
+    let (metadata, value) = if length == NO_METADATA {
+        (None, &record[13..])
+    } else {
+        let end = 13 + length as usize;
+        let text = record.get(13..end).ok_or_else(corrupt)?;
+        let text = String::from_utf8(text.to_vec()).map_err(|_| corrupt())?;
+        (Some(text), &record[end..])
+    };
+    Ok(Entry {
+        value: Bytes::copy_from_slice(value),
+        metadata,
+        expires_at_ms: (expires != 0).then_some(expires),
+    })
+}
+
+/// Returns the entry unless it has expired.
+fn live(entry: Entry) -> Option<Entry> {
+    match entry.expires_at_ms {
+        Some(expires) if expires <= now_ms() => None,
+        _ => Some(entry),
+    }
+}
+
+fn sweep_until_closed(db: Weak<Database>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(db) = db.upgrade() else {
+            return;
+        };
+        if let Err(e) = sweep(&db) {
+            tracing::warn!(error = %e, "the expiry sweep of the embedded store failed");
+        }
+    }
+}
+
+/// Deletes every expired record in one write transaction.
+fn sweep(db: &Database) -> Result<(), KvError> {
+    let now = now_ms();
+    let txn = db.begin_write().map_err(failed)?;
+    {
+        let mut table = txn.open_table(TABLE).map_err(failed)?;
+        table
+            .retain(|_, record| {
+                decode(record).map_or(true, |entry| entry.expires_at_ms.is_none_or(|e| e > now))
+            })
+            .map_err(failed)?;
+    }
+    txn.commit().map_err(failed)
+}
