@@ -112,14 +112,18 @@ impl ProxyHttp for ActiasProxy {
         Ok(())
     }
 
-    /// Keeps Pingora from logging, at error level, clients that went away:
-    /// they are the client's doing and show in the access log.
+    /// Keeps Pingora from logging, at error level, clients that went away
+    /// (the client's doing, in the access log) and origin failures (logged
+    /// as warnings with the request id by `fail_to_proxy`).
     fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream
-            && matches!(
+        match error.esource() {
+            ErrorSource::Upstream => true,
+            ErrorSource::Downstream => matches!(
                 error.etype(),
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+            ),
+            _ => false,
+        }
     }
 
     /// Runs once at the end of every request, whatever happened.

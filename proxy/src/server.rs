@@ -35,10 +35,12 @@ pub enum StartError {
     Kv(KvError),
     /// A listener address cannot be bound.
     #[error(
-        "cannot listen on {address}: {source}; stop the process that uses it or change `listeners`"
+        "cannot listen on {address}: {source}; stop the process that uses it or change `{key}`"
     )]
     Bind {
         address: String,
+        /// The config key that names the address.
+        key: &'static str,
         source: std::io::Error,
     },
 }
@@ -101,14 +103,18 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     // Pingora binds later and cannot report a busy port clearly, so try
     // each address first. An upgrading process takes the old one's sockets.
     let admin = &config.file.admin;
-    let mut bound = listeners.clone();
+    let mut bound: Vec<(&str, &'static str)> = listeners
+        .iter()
+        .map(|a| (a.as_str(), "listeners"))
+        .collect();
     if admin.enabled {
-        bound.push(admin.address.clone());
+        bound.push((admin.address.as_str(), "admin.address"));
     }
     if !upgrade {
-        for address in &bound {
+        for (address, key) in bound {
             TcpListener::bind(address).map_err(|source| StartError::Bind {
-                address: address.clone(),
+                address: address.to_string(),
+                key,
                 source,
             })?;
         }

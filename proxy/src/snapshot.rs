@@ -52,6 +52,17 @@ impl Snapshot {
         let mut origins = HashMap::new();
         for section in &config.file.origins {
             let index = section.index;
+            // A server without a valid port was reported by `config::load`;
+            // resolving it would report it a second time.
+            let ports_valid = !section.servers.is_empty()
+                && section.servers.iter().all(|server| {
+                    server
+                        .rsplit_once(':')
+                        .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0))
+                });
+            if !ports_valid {
+                continue;
+            }
             match Origin::new(section) {
                 Ok(origin) => {
                     origins.insert(section.name.clone(), Arc::new(origin));

@@ -33,15 +33,34 @@ pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestCont
         client = %client,
         method = %request.method,
         host = %host,
-        path = %request.uri.path(),
+        path = %truncate(request.uri.path(), MAX_LOGGED_PATH),
         status,
         bytes = session.body_bytes_sent(),
         route = %ctx.route_name(),
         script = ctx.script_ran,
         origin = ctx.origin_address.as_deref().unwrap_or("-"),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        error = error.map(|e| e.to_string()).unwrap_or_default(),
+        duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0,
+        error = match (&ctx.script_error, error) {
+            (Some(script), _) => script.clone(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => String::new(),
+        },
     );
+}
+
+/// Longest path written to the access log, in bytes, so that a client
+/// cannot make each line as long as its request target.
+const MAX_LOGGED_PATH: usize = 2048;
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn record_metrics(session: &Session, status: u16, seconds: f64, ctx: &RequestContext) {

@@ -96,7 +96,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     {
         BodyRead::Read(body) => body,
         BodyRead::TooLarge(limit) => {
-            let message = format!("413 Content Too Large: the request body exceeds {limit} bytes");
+            let message = format!("413 Payload Too Large: the request body exceeds {limit} bytes");
             respond::error(session, 413, &message, &ctx.request_id, &[]).await?;
             session.set_keepalive(None);
             return Ok(true);
@@ -163,6 +163,8 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
             Ok(false)
         }
         Err(error) => {
+            let text = error.to_string();
+            ctx.script_error = Some(text.lines().next().unwrap_or_default().to_string());
             let (status, message) = match &error {
                 ScriptError::Limit { message, detail } => {
                     tracing::warn!(
