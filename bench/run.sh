@@ -21,7 +21,7 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000} # idle keep-alive connections in MEM
 BASE_PORT=${BASE_PORT:-24600}           # the ports used are BASE_PORT+1 .. +11
 SERVER_CPU=${SERVER_CPU:-0}             # core for the server under test
 LOAD_CPU=${LOAD_CPU:-1}                 # core for wrk, the origin and the probes
-SCENARIOS=${SCENARIOS:-"S0 S1 S3 S4 S5 S6 MEM"}
+SCENARIOS=${SCENARIOS:-"S0 S1 S2 S3 S4 S5 S6 MEM"}
 SERVERS=${SERVERS:-"actias nginx floor"}
 RESULTS_FILE=${RESULTS_FILE:-$BENCH_DIR/RESULTS.md}
 RUN_NOTE=${RUN_NOTE:-}                  # free text added under the title of RESULTS_FILE
@@ -44,6 +44,11 @@ INSTALL_TIMEOUT_SECONDS=1800
 BUILD_TIMEOUT_SECONDS=3600
 
 PACKAGES=(nginx libnginx-mod-http-lua lua-cjson wrk)
+
+# S2 reads this key of this namespace; both servers store it before the load.
+KV_NAMESPACE=bench
+KV_KEY=greeting
+KV_VALUE='{"hello":"world"}'
 
 # Processes started by this script that are still running, by pid.
 STARTED_PIDS=()
@@ -241,11 +246,17 @@ listeners:
 origins:
   - name: o
     servers: ["127.0.0.1:$ORIGIN_PORT"]
-routes:
 EOF
+        # The embedded store is a redb file next to the config, so each
+        # scenario directory has its own.
+        if [[ $scenario == S2 ]]; then
+            printf 'kv:\n  backend: embedded\n  embedded:\n    path: kv.redb\n'
+        fi
+        echo "routes:"
         case $scenario in
         S0) printf '  - {name: s0, default: true, script: ok.lua}\n' ;;
         S1) printf '  - {name: s1, default: true, script: hello.lua}\n' ;;
+        S2) printf '  - {name: s2, default: true, script: kv_get.lua, kv: [%s]}\n' "$KV_NAMESPACE" ;;
         S3) printf '  - {name: s3, default: true, origin: o}\n' ;;
         S4) printf '  - {name: s4, default: true, script: add_header.lua, origin: o}\n' ;;
         S5)
@@ -256,6 +267,17 @@ EOF
         *) die "no Actias config for scenario $scenario" ;;
         esac
     } >"$dir/actias.yaml"
+}
+
+# Stores the S2 key in the store named by the Actias config CONFIG, with the
+# `actias kv` command. It runs before the server starts, because the server
+# holds a lock on the embedded store's file while it runs.
+seed_actias_kv() {
+    local config=$1 output
+    if ! output=$("$ACTIAS_BIN" kv --config "$config" put "$KV_NAMESPACE" "$KV_KEY" "$KV_VALUE" 2>&1); then
+        log "$ACTIAS_BIN kv --config $config put $KV_NAMESPACE $KV_KEY failed: $output"
+        return 1
+    fi
 }
 
 # Prints the lines shared by every nginx config: one worker, no access log,
@@ -319,6 +341,21 @@ EOF
         }
 EOF
         ;;
+    S2)
+        # The http block declares the shared dictionary and stores the key
+        # (see write_nginx_config). ngx.print sends no trailing newline, so
+        # the body is the same as Actias's.
+        cat <<EOF
+        location / {
+            content_by_lua_block {
+                local body = ngx.shared.$KV_NAMESPACE:get("$KV_KEY")
+                ngx.header["Content-Type"] = "application/json"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+EOF
+        ;;
     S3 | S4)
         if [[ $1 == S4 ]]; then
             cat <<'EOF'
@@ -365,6 +402,16 @@ write_nginx_config() {
         keepalive_timeout 300s;
     }
 EOF
+        if [[ $scenario == S2 ]]; then
+            # init_by_lua runs in the master before the workers fork, and the
+            # shared dictionary is shared memory, so the worker sees the key.
+            cat <<EOF
+    lua_shared_dict $KV_NAMESPACE 1m;
+    init_by_lua_block {
+        assert(ngx.shared.$KV_NAMESPACE:set("$KV_KEY", '$KV_VALUE'))
+    }
+EOF
+        fi
         if [[ $scenario == S5 ]]; then
             for ((i = 1; i <= S5_ROUTES; i++)); do
                 printf '    server {\n        listen 127.0.0.1:%d;\n        server_name h%d.bench.test;\n' \
@@ -432,12 +479,16 @@ server_stop_signal() {
 }
 
 # Writes the config of a scenario under DIR and sets SERVER_COMMAND to the
-# command line that starts the server with it.
+# command line that starts the server with it. For Actias in S2 it also
+# stores the key, and returns non-zero if that fails.
 set_server_command() {
     local server=$1 scenario=$2 dir=$3
     case $server in
     actias)
         write_actias_config "$scenario" "$dir"
+        if [[ $scenario == S2 ]]; then
+            seed_actias_kv "$dir/actias.yaml" || return 1
+        fi
         SERVER_COMMAND=(env RUST_LOG=warn "$ACTIAS_BIN" run --config "$dir/actias.yaml")
         ;;
     nginx)
@@ -458,7 +509,7 @@ start_server() {
     dir=$TMP_DIR/$server-$scenario
     mkdir -p "$dir"
     require_free_port "$port"
-    set_server_command "$server" "$scenario" "$dir"
+    set_server_command "$server" "$scenario" "$dir" || return 1
     setsid taskset -c "$SERVER_CPU" "${SERVER_COMMAND[@]}" >>"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
@@ -501,6 +552,10 @@ set_expected_response() {
     S0) EXPECTED_BODY=ok ;;
     S1 | S5)
         EXPECTED_BODY='{"hello":"world"}'
+        EXPECTED_HEADERS=("content-type: application/json")
+        ;;
+    S2)
+        EXPECTED_BODY=$KV_VALUE
         EXPECTED_HEADERS=("content-type: application/json")
         ;;
     S3) EXPECTED_BODY="origin ok" ;;
@@ -652,7 +707,7 @@ run_load_scenarios() {
     local round scenario servers server
     for ((round = 1; round <= ROUNDS; round++)); do
         for scenario in $SCENARIOS; do
-            case $scenario in S0 | S1 | S3 | S4 | S5) ;; *) continue ;; esac
+            case $scenario in S0 | S1 | S2 | S3 | S4 | S5) ;; *) continue ;; esac
             servers=$(scenario_servers "$scenario")
             # Alternate the order between rounds so that neither server
             # always runs first.
@@ -800,7 +855,7 @@ write_machine_description() {
         M_ACTIAS_COMMIT="$commit$dirty" \
         M_ACTIAS_BIN=$actias \
         M_FLOOR_BIN=$floor \
-        M_SETTINGS="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS S5_ROUTES=$S5_ROUTES S6_RESTARTS=$S6_RESTARTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU" \
+        M_SETTINGS="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS S5_ROUTES=$S5_ROUTES S6_RESTARTS=$S6_RESTARTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU SCENARIOS=\"$SCENARIOS\"" \
         M_NOTE=$RUN_NOTE \
         M_CONNECTIONS=$CONNECTIONS \
         M_SERVER_CPU=$SERVER_CPU \

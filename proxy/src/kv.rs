@@ -23,7 +23,7 @@ pub use scylla::{parse_consistency, ScyllaStore};
 
 use crate::config::{KvBackend, KvSection};
 
-/// Longest key, in bytes.
+/// Maximum key length, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
 /// Largest value, in bytes (25 MiB, as in Workers KV).
 pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
@@ -31,7 +31,7 @@ pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1024;
 /// Most keys one `list` call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
-/// Longest namespace name, in bytes.
+/// Maximum namespace name length, in bytes.
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 
 /// A stored value with what was stored alongside it.
@@ -56,11 +56,11 @@ pub struct ListedKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
     pub keys: Vec<ListedKey>,
-    /// Where the next page starts; `None` when the listing is complete.
+    /// Cursor of the next page; `None` when the listing is complete.
     pub cursor: Option<String>,
 }
 
-/// What to list.
+/// Options of a listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
     pub prefix: Bytes,
@@ -76,7 +76,7 @@ pub enum KvError {
     /// The caller passed an invalid key, value, option or cursor.
     #[error("{0}")]
     Invalid(String),
-    /// The store did not answer in time.
+    /// The store did not respond in time.
     #[error("the {backend} store timed out: {detail}")]
     Timeout {
         backend: &'static str,
@@ -109,7 +109,7 @@ pub trait KvStore: Send + Sync {
     /// Lists live keys in byte order.
     async fn list(&self, namespace: &str, options: ListOptions) -> Result<ListPage, KvError>;
 
-    /// Checks that the store answers; used by `/readyz`.
+    /// Checks that the store responds; used by `/readyz`.
     async fn ping(&self) -> Result<(), KvError>;
 }
 
