@@ -45,7 +45,7 @@ BUILD_TIMEOUT_SECONDS=3600
 
 PACKAGES=(nginx libnginx-mod-http-lua lua-cjson wrk)
 
-# S2 reads this key of this namespace; both servers store it before the load.
+# S2 reads this key of this namespace. Both servers store it before the load.
 KV_NAMESPACE=bench
 KV_KEY=greeting
 KV_VALUE='{"hello":"world"}'
@@ -270,8 +270,8 @@ EOF
 }
 
 # Stores the S2 key in the store named by the Actias config CONFIG, with the
-# `actias kv` command. It runs before the server starts, because the server
-# holds a lock on the embedded store's file while it runs.
+# `actias kv` command. It runs before the server starts, because the running
+# server keeps the embedded store's file locked.
 seed_actias_kv() {
     local config=$1 output
     if ! output=$("$ACTIAS_BIN" kv --config "$config" put "$KV_NAMESPACE" "$KV_KEY" "$KV_VALUE" 2>&1); then
@@ -404,7 +404,7 @@ write_nginx_config() {
 EOF
         if [[ $scenario == S2 ]]; then
             # init_by_lua runs in the master before the workers fork, and the
-            # shared dictionary is shared memory, so the worker sees the key.
+            # shared dictionary is shared memory, so the worker reads the key.
             cat <<EOF
     lua_shared_dict $KV_NAMESPACE 1m;
     init_by_lua_block {

@@ -16,6 +16,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::kv::KvStore;
 use crate::metrics::METRICS;
+use crate::reload::Reloader;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
@@ -23,15 +24,22 @@ pub struct AdminApp {
     listeners: Vec<SocketAddr>,
     /// The key-value store, which must answer a ping to be ready.
     kv_store: Option<Arc<dyn KvStore>>,
+    /// Runs `POST /reload`.
+    reloader: Option<Arc<Reloader>>,
     /// Set once every listener has accepted a connection.
     listening: AtomicBool,
 }
 
 impl AdminApp {
-    pub fn new(listeners: Vec<SocketAddr>, kv_store: Option<Arc<dyn KvStore>>) -> Self {
+    pub fn new(
+        listeners: Vec<SocketAddr>,
+        kv_store: Option<Arc<dyn KvStore>>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Self {
         Self {
             listeners,
             kv_store,
+            reloader,
             listening: AtomicBool::new(false),
         }
     }
@@ -63,6 +71,41 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// Runs a reload and describes its result.
+    async fn reload(&self) -> (StatusCode, &'static str, Vec<u8>) {
+        let Some(reloader) = self.reloader.clone() else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"reload is not available\n".to_vec(),
+            );
+        };
+        let result = tokio::task::spawn_blocking(move || reloader.reload("admin")).await;
+        match result {
+            Ok(Ok(loaded)) => (
+                StatusCode::OK,
+                "text/plain",
+                format!(
+                    "reloaded: {} routes, {} scripts\n",
+                    loaded.routes, loaded.scripts
+                )
+                .into_bytes(),
+            ),
+            Ok(Err(problems)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "text/plain",
+                format!("reload failed; the running config stays\n{problems}\n").into_bytes(),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("reload failed: {e}\n").into_bytes(),
+            ),
+        }
+    }
+}
+
 /// Maps an unspecified bind address (`0.0.0.0`, `::`) to loopback, so the
 /// readiness check can connect to it.
 fn loopback_for(address: SocketAddr) -> SocketAddr {
@@ -81,7 +124,14 @@ fn loopback_for(address: SocketAddr) -> SocketAddr {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
         let (status, content_type, body) = match path.as_str() {
+            "/reload" if method == http::Method::POST => self.reload().await,
+            "/reload" => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"use POST /reload\n".to_vec(),
+            ),
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -99,7 +149,8 @@ impl ServeHttp for AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; the admin endpoints are /metrics, /healthz and /readyz\n".to_vec(),
+                b"not found; the admin endpoints are /metrics, /healthz, /readyz and POST /reload\n"
+                    .to_vec(),
             ),
         };
         let length = body.len();
@@ -127,7 +178,7 @@ mod tests {
             let address = listener.local_addr().expect("address");
             drop(listener);
 
-            let app = AdminApp::new(vec![address], None);
+            let app = AdminApp::new(vec![address], None, None);
             let reason = app.not_ready().await.expect("nothing listens yet");
             assert!(reason.contains(&address.to_string()), "{reason}");
 

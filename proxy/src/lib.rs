@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod script;
 pub mod server;

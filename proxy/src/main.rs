@@ -20,6 +20,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy for development: reload on every save, log route
+    /// decisions in text, and use the embedded key-value store, seeded from
+    /// a JSON file when one is given.
+    Dev {
+        /// Config file to load.
+        #[arg(long, default_value = "conf/actias.yaml")]
+        config: PathBuf,
+        /// JSON file of `{"namespace": [{"key": ..., "value": ...}]}` to
+        /// import into the store at start.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
     /// Run the proxy.
     Run {
         /// Config file to load.
@@ -88,21 +100,21 @@ enum KvCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, upgrade } => match server::run(&config, upgrade) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(StartError::Config(problems)) => {
-                eprintln!("{problems}");
-                eprintln!(
-                    "actias: not started; {} problem(s) in the config",
-                    problems.0.len()
-                );
-                ExitCode::FAILURE
-            }
-            Err(error) => {
-                eprintln!("actias: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Dev { config, seed } => start(
+            &config,
+            server::RunOptions {
+                upgrade: false,
+                dev: true,
+                seed,
+            },
+        ),
+        Command::Run { config, upgrade } => start(
+            &config,
+            server::RunOptions {
+                upgrade,
+                ..Default::default()
+            },
+        ),
         Command::Kv { config, command } => match run_kv(&config, command) {
             Ok(code) => code,
             Err(message) => {
@@ -221,4 +233,23 @@ fn run_kv(config: &std::path::Path, command: KvCommand) -> Result<ExitCode, Stri
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Runs the proxy and turns a failure to start into an exit status.
+fn start(config: &std::path::Path, options: server::RunOptions) -> ExitCode {
+    match server::run(config, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Config(problems)) => {
+            eprintln!("{problems}");
+            eprintln!(
+                "actias: not started; {} problem(s) in the config",
+                problems.0.len()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("actias: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

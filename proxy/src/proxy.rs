@@ -28,7 +28,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
-pub use context::RequestContext;
+pub use context::{RequestContext, IN_FLIGHT};
 
 use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;

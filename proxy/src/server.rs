@@ -18,6 +18,7 @@ use crate::kv::{self, KvError, KvStore};
 use crate::logging;
 use crate::metrics::METRICS;
 use crate::proxy::ActiasProxy;
+use crate::reload::Reloader;
 use crate::script::ScriptCache;
 use crate::snapshot::Snapshot;
 
@@ -68,21 +69,66 @@ pub fn load(
     }
 }
 
+/// How `actias run` or `actias dev` starts.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Take over the listening sockets of a running Actias.
+    pub upgrade: bool,
+    /// Development mode: debug logs of route decisions in text, file
+    /// watching, and the embedded store whatever the config says.
+    pub dev: bool,
+    /// JSON file of `{"namespace": [records]}` imported into the store
+    /// before the scripts load (development mode).
+    pub seed: Option<std::path::PathBuf>,
+}
+
 /// Runs the proxy until it is told to stop. Does not return on success.
-pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
+pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
+    let mut first = config::load(path).map_err(|problems| {
+        METRICS.config_loads.with_label_values(&["failure"]).inc();
+        StartError::Config(problems)
+    })?;
+    if options.dev {
+        first.file.log.format = config::LogFormat::Text;
+        first.file.log.level = "info,actias=debug".to_string();
+        first.file.kv.backend = config::KvBackend::Embedded;
+        first.file.server.watch = true;
+    }
     // Start logging before the scripts load, so that their top-level `print`
     // and `log.*` lines are kept.
-    let first = config::load(path).map_err(|problems| {
-        METRICS.config_loads.with_label_values(&["failure"]).inc();
-        StartError::Config(problems)
-    })?;
     logging::init(&first.file.log);
     let threads = first.file.server.threads;
-    let kv_store = open_kv(&first)?;
-    let (config, snapshot) = load(path, threads, Some(kv_store.clone())).map_err(|problems| {
+
+    // The control runtime runs the key-value store's background tasks and
+    // the SIGHUP handler, apart from Pingora's worker runtimes, for as long
+    // as the process lives.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("actias-control")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            StartError::Kv(KvError::Backend {
+                backend: "runtime",
+                detail: e.to_string(),
+            })
+        })?;
+    let kv_store = control
+        .block_on(kv::open(&first.file.kv, &first.base_dir))
+        .map_err(StartError::Kv)?;
+    tracing::info!(backend = kv_store.backend(), "key-value store open");
+    if let Some(seed) = &options.seed {
+        control
+            .block_on(seed_store(kv_store.as_ref(), seed))
+            .map_err(StartError::Kv)?;
+    }
+
+    let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);
+    let snapshot = build(&first, &cache, threads, Some(kv_store.clone())).map_err(|problems| {
         METRICS.config_loads.with_label_values(&["failure"]).inc();
         StartError::Config(problems)
     })?;
+    let config = first;
     METRICS.config_loads.with_label_values(&["success"]).inc();
     METRICS.register_routes(
         snapshot
@@ -110,7 +156,7 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     if admin.enabled {
         bound.push((admin.address.as_str(), "admin.address"));
     }
-    if !upgrade {
+    if !options.upgrade {
         for (address, key) in bound {
             TcpListener::bind(address).map_err(|source| StartError::Bind {
                 address: address.to_string(),
@@ -127,6 +173,25 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
         "config loaded"
     );
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reloader = Arc::new(Reloader::new(
+        &config,
+        shared.clone(),
+        cache,
+        threads,
+        Some(kv_store.clone()),
+    ));
+    control.spawn(reload_on_sighup(reloader.clone()));
+    control.spawn(exit_when_drained(Duration::from_secs(
+        config.file.server.grace_period_seconds,
+    )));
+    if config.file.server.watch {
+        let interval = Duration::from_millis(config.file.server.watch_interval_ms);
+        if let Err(e) = reloader.clone().watch(interval) {
+            tracing::error!(error = %e, "cannot start watching the config for changes");
+        }
+    }
+    // The control runtime must outlive every request, so it is never dropped.
+    std::mem::forget(control);
 
     let server_section = &config.file.server;
     // Each worker thread runs its own runtime and accept loop, and tasks stay
@@ -139,10 +204,11 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
         listener_tasks_per_fd: threads,
         grace_period_seconds: Some(server_section.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(server_section.graceful_shutdown_timeout_seconds),
+        upgrade_sock: server_section.upgrade_sock.clone(),
         ..ServerConf::default()
     };
     let opt = Opt {
-        upgrade,
+        upgrade: options.upgrade,
         daemon: false,
         nocapture: false,
         test: false,
@@ -167,8 +233,8 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
 
     if admin.enabled {
         let addresses = listeners.iter().filter_map(|a| a.parse().ok()).collect();
-        let mut admin_service =
-            Service::new("admin".into(), AdminApp::new(addresses, Some(kv_store)));
+        let app = AdminApp::new(addresses, Some(kv_store), Some(reloader));
+        let mut admin_service = Service::new("admin".into(), app);
         admin_service.threads = Some(1);
         admin_service.add_tcp(&admin.address);
         tracing::info!(address = %admin.address, "admin listening");
@@ -177,26 +243,85 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), StartError> {
     server.run_forever();
 }
 
-/// Opens the configured key-value store. The store's background tasks (the
-/// Scylla driver's connections) run on a runtime of their own that lives as
-/// long as the process, apart from Pingora's worker runtimes.
-fn open_kv(config: &Config) -> Result<Arc<dyn KvStore>, StartError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("actias-kv")
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            StartError::Kv(KvError::Backend {
-                backend: "runtime",
-                detail: e.to_string(),
-            })
+/// Builds the snapshot of a checked config.
+fn build(
+    config: &Config,
+    cache: &ScriptCache,
+    threads: usize,
+    kv_store: Option<Arc<dyn KvStore>>,
+) -> Result<Snapshot, Problems> {
+    Snapshot::build(config, cache, threads, kv_store)
+}
+
+/// After SIGTERM or SIGQUIT, exits as soon as no request is in progress.
+///
+/// Pingora itself stops accepting at the signal and ends the process when
+/// `grace_period_seconds` have passed; this only ends it earlier, when
+/// there is nothing left to wait for. After SIGQUIT the listeners go to
+/// the new process first, which Pingora retries for up to five seconds,
+/// so the early exit waits that long.
+async fn exit_when_drained(grace: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (Ok(mut terminate), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::quit()))
+    else {
+        tracing::warn!("cannot watch for SIGTERM; shutdown waits the whole grace period");
+        return;
+    };
+    let handoff = tokio::select! {
+        _ = terminate.recv() => Duration::ZERO,
+        _ = quit.recv() => Duration::from_secs(6),
+    };
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(handoff).await;
+    loop {
+        let in_flight = crate::proxy::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed);
+        if in_flight == 0 {
+            tracing::info!("no request in progress; exiting");
+            std::process::exit(0);
+        }
+        if started.elapsed() >= grace {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reloads the config on every SIGHUP.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGHUP; reload through the admin listener");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let reloader = reloader.clone();
+        // A failed reload was logged and counted by `reload`.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+    }
+}
+
+/// Imports a development seed file: `{"namespace": [records]}` in the
+/// bulk format of `actias kv import`.
+async fn seed_store(store: &dyn KvStore, path: &Path) -> Result<(), KvError> {
+    let invalid = |message: String| KvError::Invalid(message);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("cannot read the seed file {}: {e}", path.display())))?;
+    let seed: std::collections::BTreeMap<String, Vec<kv::tool::Record>> =
+        serde_json::from_str(&text).map_err(|e| {
+            invalid(format!(
+                "{}: expected {{\"namespace\": [{{\"key\": ..., \"value\": ...}}]}}: {e}",
+                path.display()
+            ))
         })?;
-    let store = runtime
-        .block_on(kv::open(&config.file.kv, &config.base_dir))
-        .map_err(StartError::Kv)?;
-    tracing::info!(backend = store.backend(), "key-value store open");
-    // The runtime must outlive every request, so it is never dropped.
-    std::mem::forget(runtime);
-    Ok(store)
+    for (namespace, records) in seed {
+        let count = kv::tool::import(store, &namespace, records).await?;
+        tracing::info!(namespace = %namespace, keys = count, "seeded the key-value store");
+    }
+    Ok(())
 }

@@ -15,19 +15,28 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub struct ServerSection {
     /// Worker threads that serve requests.
     pub threads: usize,
-    /// Seconds between SIGTERM or SIGQUIT and the start of shutdown, so that
-    /// a new process can take over the listeners.
+    /// Seconds that in-flight requests get to finish after SIGTERM or
+    /// SIGQUIT; the process exits as soon as none is left.
     pub grace_period_seconds: u64,
-    /// Seconds that in-flight requests get to finish once shutdown starts.
+    /// Seconds that Pingora's runtimes get to stop after the grace period.
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Reload when the config file or a script changes.
+    pub watch: bool,
+    /// Milliseconds between checks of the config file and scripts.
+    pub watch_interval_ms: u64,
+    /// Unix socket on which an upgrading process receives the listeners.
+    pub upgrade_sock: String,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
             threads: 2,
-            grace_period_seconds: 0,
+            grace_period_seconds: 30,
             graceful_shutdown_timeout_seconds: 5,
+            watch: true,
+            watch_interval_ms: 1000,
+            upgrade_sock: "/tmp/actias-upgrade.sock".to_string(),
         }
     }
 }

@@ -218,6 +218,18 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             ),
         );
     }
+    if file.server.watch_interval_ms == 0 {
+        problem(
+            "server.watch_interval_ms".into(),
+            "watch_interval_ms must be at least 1; set `watch: false` to stop watching".into(),
+        );
+    }
+    if file.server.upgrade_sock.is_empty() {
+        problem(
+            "server.upgrade_sock".into(),
+            "upgrade_sock is empty; set a path such as /tmp/actias-upgrade.sock".into(),
+        );
+    }
     let limits = &file.limits;
     for (key, value, example) in [
         ("cpu_ms", limits.cpu_ms as usize, "50"),

@@ -10,7 +10,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,14 +27,23 @@ const RECORD_VERSION: u8 = 1;
 const NO_METADATA: u32 = u32::MAX;
 const BACKEND: &str = "embedded";
 
+/// How long an operation waits for a database file that another process
+/// (the one being upgraded from) still holds.
+const LOCKED_WAIT: Duration = Duration::from_secs(10);
+
 /// The redb-backed store.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<OnceLock<Arc<Database>>>,
 }
 
 impl EmbeddedStore {
     /// Opens or creates the database at `path` and starts a thread that
     /// deletes expired records every `sweep_interval`.
+    ///
+    /// redb allows one process per file. When another process holds the
+    /// file, which happens while a new process takes over from an old one
+    /// during an upgrade, the store opens in the background as soon as the
+    /// file is free, and operations wait for it up to 10 seconds.
     pub fn open(path: &Path, sweep_interval: Duration) -> Result<Self, KvError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -44,30 +53,90 @@ impl EmbeddedStore {
                 ))
             })?;
         }
-        let db = Database::create(path)
-            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(failed)?;
-        txn.open_table(TABLE).map_err(failed)?;
-        txn.commit().map_err(failed)?;
+        let cell = Arc::new(OnceLock::new());
+        match open_database(path) {
+            Ok(db) => {
+                let _ = cell.set(Arc::new(db));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "another process holds the key-value file; it opens when that process exits"
+                );
+                let waiting = cell.clone();
+                let path = path.to_path_buf();
+                std::thread::Builder::new()
+                    .name("actias-kv-open".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(Duration::from_millis(100));
+                        match open_database(&path) {
+                            Ok(db) => {
+                                let _ = waiting.set(Arc::new(db));
+                                tracing::info!(path = %path.display(), "key-value file opened");
+                                return;
+                            }
+                            Err(redb::DatabaseError::DatabaseAlreadyOpen) => continue,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot open the key-value file");
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|e| failed(format!("cannot start waiting for the file: {e}")))?;
+            }
+            Err(e) => return Err(failed(format!("cannot open {}: {e}", path.display()))),
+        }
 
-        let db = Arc::new(db);
-        let weak = Arc::downgrade(&db);
+        let weak = Arc::downgrade(&cell);
         std::thread::Builder::new()
             .name("actias-kv-sweep".into())
             .spawn(move || sweep_until_closed(weak, sweep_interval))
             .map_err(|e| failed(format!("cannot start the expiry sweep: {e}")))?;
-        Ok(Self { db })
+        Ok(Self { db: cell })
+    }
+
+    /// Returns the database, waiting while another process holds the file.
+    async fn database(&self) -> Result<Arc<Database>, KvError> {
+        let deadline = tokio::time::Instant::now() + LOCKED_WAIT;
+        loop {
+            if let Some(db) = self.db.get() {
+                return Ok(db.clone());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(KvError::Timeout {
+                    backend: BACKEND,
+                    detail: "another process still holds the key-value file".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T, KvError> + Send + 'static,
     ) -> Result<T, KvError> {
-        let db = self.db.clone();
+        let db = self.database().await?;
         tokio::task::spawn_blocking(move || work(&db))
             .await
             .map_err(|e| failed(format!("the store task failed: {e}")))?
     }
+}
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let db = Database::create(path)?;
+    let created = (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(TABLE)?;
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = created {
+        return Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+            e.to_string(),
+        )));
+    }
+    Ok(db)
 }
 
 #[async_trait]
@@ -248,13 +317,16 @@ fn live(entry: Entry) -> Option<Entry> {
     }
 }
 
-fn sweep_until_closed(db: Weak<Database>, interval: Duration) {
+fn sweep_until_closed(cell: Weak<OnceLock<Arc<Database>>>, interval: Duration) {
     loop {
         std::thread::sleep(interval);
-        let Some(db) = db.upgrade() else {
+        let Some(cell) = cell.upgrade() else {
             return;
         };
-        if let Err(e) = sweep(&db) {
+        let Some(db) = cell.get() else {
+            continue;
+        };
+        if let Err(e) = sweep(db) {
             tracing::warn!(error = %e, "the expiry sweep of the embedded store failed");
         }
     }

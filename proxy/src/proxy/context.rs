@@ -1,12 +1,15 @@
 //! State carried through the phases of one request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::script::RequestEdits;
 use crate::snapshot::Snapshot;
+
+/// Requests in progress in this process, for graceful shutdown.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Per-request state, created by `new_ctx`.
 pub struct RequestContext {
@@ -36,6 +39,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         Self {
             snapshot,
             request_id: next_request_id(),
@@ -57,6 +61,12 @@ impl RequestContext {
         self.route
             .and_then(|index| self.snapshot.routes.get(index))
             .map_or(UNMATCHED_ROUTE, |route| route.name.as_str())
+    }
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -104,6 +104,50 @@ impl Proxy {
         Ok(proxy)
     }
 
+    /// Process id of the running proxy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (such as `libc::SIGTERM`) to the proxy.
+    pub fn signal(&self, signal: i32) -> TestResult {
+        // SAFETY: kill(2) with a child's pid and a valid signal number has
+        // no memory effects in this process.
+        let result = unsafe { libc::kill(self.child.id() as i32, signal) };
+        if result != 0 {
+            return Err(format!("kill failed: {}", std::io::Error::last_os_error()).into());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the proxy to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> TestResult<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    /// Starts a second process on the same config with `--upgrade`, which
+    /// waits for this one to hand over its listeners on SIGQUIT.
+    pub fn spawn_upgrade(&self) -> TestResult<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.dir.path().join("upgrade.log"))?;
+        Ok(Command::new(binary())
+            .args(["run", "--upgrade", "--config"])
+            .arg(self.config.config_path())
+            .env("RUST_LOG", "info,actias=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?)
+    }
+
     /// Kills the proxy with SIGKILL, as a crash would, and starts it again
     /// on the same config, ports and data.
     pub fn kill_and_restart(&mut self) -> TestResult {

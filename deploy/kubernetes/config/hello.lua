@@ -1,0 +1,12 @@
+-- Answers every request from Lua, without an origin.
+add_event_listener("fetch", function(request)
+    return {
+        body = json.stringify({
+            hello = "world",
+            route = request.route,
+            method = request.method,
+            path = request.path,
+        }),
+        headers = {["Content-Type"] = "application/json"},
+    }
+end)
