@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod script;
+pub mod script_test;
 pub mod server;
 pub mod snapshot;

@@ -49,6 +49,12 @@ enum Command {
         #[arg(long, default_value = "conf/actias.yaml")]
         config: PathBuf,
     },
+    /// Run the Lua test files (`*_test.lua`) under a directory or one file.
+    Test {
+        /// Directory to search, or a single test file.
+        #[arg(default_value = "conf/scripts")]
+        path: PathBuf,
+    },
     /// Read and write the configured key-value store.
     Kv {
         /// Config file whose `kv` section names the store.
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
+        Command::Test { path } => run_tests(&path),
         Command::Kv { config, command } => match run_kv(&config, command) {
             Ok(code) => code,
             Err(message) => {
@@ -251,5 +258,47 @@ fn start(config: &std::path::Path, options: server::RunOptions) -> ExitCode {
             eprintln!("actias: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs `actias test` and prints one line per case and a summary.
+fn run_tests(path: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("actias test: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = runtime.block_on(actias::script_test::run_path(path));
+    let (mut passed, mut failed) = (0, 0);
+    for report in &reports {
+        let file = report.path.display();
+        if let Some(error) = &report.error {
+            println!("FAIL {file}: {error}");
+            failed += 1;
+        }
+        for (name, failure) in &report.cases {
+            match failure {
+                None => {
+                    println!("ok   {file}: {name}");
+                    passed += 1;
+                }
+                Some(message) => {
+                    println!("FAIL {file}: {name}: {message}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    if reports.is_empty() {
+        println!("no *_test.lua files under {}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
