@@ -201,3 +201,28 @@ kv = {}
 ---@param name string
 ---@return actias.Namespace
 function kv.namespace(name) end
+
+---The test API of `actias test`, available in `*_test.lua` files only.
+test = {}
+
+---Options of `test.load`.
+---@class actias.TestLoadOptions
+---@field kv table<string, table<string, string>>? Namespaces to seed: `{ns = {key = value}}`.
+---@field origin (fun(request: table): table)? Answers requests the script forwards.
+
+---Loads a script, relative to the test file, and returns its handler.
+---@param script string
+---@param options actias.TestLoadOptions?
+---@return fun(request: table?): table
+function test.load(script, options) end
+
+---Runs one named case; a raised error fails it.
+---@param name string
+---@param body fun()
+function test.case(name, body) end
+
+---Fails the case unless `actual` deeply equals `expected`.
+---@param actual any
+---@param expected any
+---@param message string?
+function test.equal(actual, expected, message) end
