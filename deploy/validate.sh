@@ -404,16 +404,19 @@ for doc in yaml.safe_load_all(open(rendered)):
     name = f"{doc['kind']}/{doc['metadata']['name']}"
     if doc["kind"] == "ServiceMonitor":
         continue  # a CRD: validated against its own schema
+    valid = True
     for version in versions:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
-            failed = True
+            valid = False
             print(f"{name}: Kubernetes {version}: {error.json_path}: {error.message}", file=sys.stderr)
         except kubernetes_validate.SchemaNotFoundError as error:
-            failed = True
+            valid = False
             print(f"{name}: {error.message}", file=sys.stderr)
-    print(f"{name}: valid for Kubernetes {', '.join(versions)}")
+    if valid:
+        print(f"{name}: valid for Kubernetes {', '.join(versions)}")
+    failed = failed or not valid
 sys.exit(1 if failed else 0)
 PY
 }
@@ -442,7 +445,9 @@ definitions = json.loads((schemas / "_definitions.json").read_text())["$defs"]
 
 def embed(node):
     if isinstance(node, dict):
-        return {key: (value.replace("/api/_definitions.json#", "#") if key == "$ref" else embed(value))
+        # JSONSchemaProps has a property named "$ref", whose value is a schema.
+        return {key: (value.replace("/api/_definitions.json#", "#")
+                      if key == "$ref" and isinstance(value, str) else embed(value))
                 for key, value in node.items()}
     if isinstance(node, list):
         return [embed(item) for item in node]

@@ -258,3 +258,73 @@ pub fn thread_cpu_seconds() -> f64 {
     }
     time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
 }
+
+/// Methods with a label of their own, in the order of [`method_index`].
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+/// Status classes, in the order of [`class_index`].
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn method_index(method: &str) -> usize {
+    let label = method_label(method);
+    METHODS
+        .iter()
+        .position(|m| *m == label)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn class_index(status: u16) -> usize {
+    let label = status_class(status);
+    CLASSES
+        .iter()
+        .position(|c| *c == label)
+        .unwrap_or(CLASSES.len() - 1)
+}
+
+/// The series of one route, looked up once instead of hashing the labels
+/// on every request.
+pub struct RouteMetrics {
+    route: String,
+    pub request_duration: prometheus::Histogram,
+    pub script_cpu: prometheus::Histogram,
+    pub script_ok: prometheus::IntCounter,
+    pub script_error: prometheus::IntCounter,
+    pub script_limit: prometheus::IntCounter,
+    /// `actias_requests_total` by method and status class, created on
+    /// first use so that only seen combinations are exported.
+    requests: Vec<std::sync::OnceLock<prometheus::IntCounter>>,
+}
+
+impl RouteMetrics {
+    /// Resolves the series of `route` in [`METRICS`].
+    pub fn new(route: &str) -> Self {
+        let metrics = &*METRICS;
+        Self {
+            route: route.to_string(),
+            request_duration: metrics.request_duration.with_label_values(&[route]),
+            script_cpu: metrics.script_cpu.with_label_values(&[route]),
+            script_ok: metrics.script_runs.with_label_values(&[route, "ok"]),
+            script_error: metrics.script_runs.with_label_values(&[route, "error"]),
+            script_limit: metrics.script_runs.with_label_values(&[route, "limit"]),
+            requests: (0..METHODS.len() * CLASSES.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn count_request(&self, method: &str, status: u16) {
+        let (m, c) = (method_index(method), class_index(status));
+        self.requests[m * CLASSES.len() + c]
+            .get_or_init(|| {
+                METRICS
+                    .requests
+                    .with_label_values(&[self.route.as_str(), METHODS[m], CLASSES[c]])
+            })
+            .inc();
+    }
+}
+
+/// The series of requests that matched no route.
+pub static UNMATCHED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(UNMATCHED_ROUTE));

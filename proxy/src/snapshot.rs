@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{Config, LimitsSection, OnFailure, Problem, Problems};
 use crate::kv::KvStore;
+use crate::metrics::RouteMetrics;
 use crate::origin::Origin;
 use crate::routing::Router;
 use crate::script::{RouteScript, ScriptCache, ScriptError, VmSettings};
@@ -27,6 +28,8 @@ pub struct Route {
     pub on_failure: OnFailure,
     pub error_status: u16,
     pub limit_status: u16,
+    /// This route's metric series.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Everything a request needs from the configuration.
@@ -125,6 +128,7 @@ impl Snapshot {
                 on_failure: section.on_failure,
                 error_status: section.error_status,
                 limit_status: section.limit_status,
+                metrics: Arc::new(RouteMetrics::new(&section.name)),
             });
         }
 

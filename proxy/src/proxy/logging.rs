@@ -5,7 +5,7 @@ use pingora::proxy::Session;
 
 use super::RequestContext;
 use crate::logging::ACCESS_TARGET;
-use crate::metrics::{method_label, status_class, METRICS};
+use crate::metrics::{status_class, METRICS, UNMATCHED};
 
 /// Records the metrics of a finished request and writes its access-log
 /// line under the `actias::access` target.
@@ -64,17 +64,13 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 fn record_metrics(session: &Session, status: u16, seconds: f64, ctx: &RequestContext) {
-    let route = ctx.route_name();
-    let method = method_label(session.req_header().method.as_str());
+    let route_metrics = match ctx.route.and_then(|index| ctx.snapshot.routes.get(index)) {
+        Some(route) => &*route.metrics,
+        None => &*UNMATCHED,
+    };
+    route_metrics.count_request(session.req_header().method.as_str(), status);
+    route_metrics.request_duration.observe(seconds);
     let class = status_class(status);
-    METRICS
-        .requests
-        .with_label_values(&[route, method, class])
-        .inc();
-    METRICS
-        .request_duration
-        .with_label_values(&[route])
-        .observe(seconds);
 
     if let (Some(origin), Some(started)) = (&ctx.origin_name, ctx.origin_started) {
         METRICS

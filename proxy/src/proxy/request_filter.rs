@@ -8,7 +8,6 @@ use pingora::proxy::Session;
 
 use super::{front_door, respond, RequestContext};
 use crate::config::OnFailure;
-use crate::metrics::METRICS;
 use crate::routing::{encode_path, normalize_host, Lookup, NormalizedPath};
 use crate::script::{Outcome, RequestInput, ScriptError};
 
@@ -121,19 +120,12 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     let (outcome, cpu_used) = script.run(&input, route.cpu_limit).await;
     drop(input);
     ctx.script_ran = true;
-    METRICS
-        .script_cpu
-        .with_label_values(&[route.name.as_str()])
-        .observe(cpu_used.as_secs_f64());
-    let result = match &outcome {
-        Ok(_) => "ok",
-        Err(ScriptError::Limit { .. }) => "limit",
-        Err(_) => "error",
-    };
-    METRICS
-        .script_runs
-        .with_label_values(&[route.name.as_str(), result])
-        .inc();
+    route.metrics.script_cpu.observe(cpu_used.as_secs_f64());
+    match &outcome {
+        Ok(_) => route.metrics.script_ok.inc(),
+        Err(ScriptError::Limit { .. }) => route.metrics.script_limit.inc(),
+        Err(_) => route.metrics.script_error.inc(),
+    }
 
     match outcome {
         Ok(Outcome::Respond(response)) => {

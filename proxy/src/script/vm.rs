@@ -96,7 +96,9 @@ impl Vm {
         let chunk_name = settings.chunk_name.as_str();
         let memory_limit = settings.memory_limit;
         let setup = |e: mlua::Error| ScriptError::Setup(e.to_string());
-        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(setup)?;
+        // Recycled coroutines save creating one per request.
+        let options = LuaOptions::new().thread_pool_size(8);
+        let lua = Lua::new_with(StdLib::ALL_SAFE, options).map_err(setup)?;
         lua.set_app_data(bindings::ScriptIdentity {
             route: settings.route.clone(),
             script: settings.chunk_name.clone(),
