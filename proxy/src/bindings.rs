@@ -9,7 +9,7 @@ mod kv;
 mod log;
 
 pub use kv::KvAccess;
-pub use log::{CurrentRequest, ScriptIdentity};
+pub use log::{CurrentRequest, MemoryLimit, ScriptIdentity};
 
 use mlua::{Error, Function, Lua, Result, Value};
 

@@ -195,12 +195,16 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
             "cursor `{cursor}` is invalid; pass a cursor from a previous list call"
         ))
     };
-    if cursor.len() % 2 != 0 {
+    let digits = cursor.as_bytes();
+    if digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid());
     }
-    (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16).map_err(|_| invalid()))
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).map_err(|_| invalid())?;
+            u8::from_str_radix(text, 16).map_err(|_| invalid())
+        })
         .collect()
 }
 
@@ -228,6 +232,7 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(key)).unwrap(), key);
         assert!(decode_cursor("zz").is_err());
         assert!(decode_cursor("abc").is_err());
+        assert!(decode_cursor("aéb").is_err());
     }
 
     #[test]

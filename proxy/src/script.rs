@@ -54,6 +54,8 @@ pub struct RouteScript {
     settings: VmSettings,
     bytecode: Bytecode,
     idle: Mutex<Vec<Vm>>,
+    /// Most idle VMs kept.
+    max_idle: usize,
 }
 
 impl RouteScript {
@@ -74,6 +76,7 @@ impl RouteScript {
             settings,
             bytecode,
             idle: Mutex::new(idle),
+            max_idle: ready.max(1),
         })
     }
 
@@ -120,10 +123,15 @@ impl RouteScript {
         }
     }
 
+    /// Keeps `vm` for the next request, unless the pool already holds as
+    /// many as it started with: VMs created for a burst are dropped after.
     fn return_vm(&self, vm: Vm) {
-        self.idle
+        let mut idle = self
+            .idle
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(vm);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(vm);
+        }
     }
 }

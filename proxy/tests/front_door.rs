@@ -230,3 +230,17 @@ fn idle_keepalive_connection_is_closed() -> TestResult {
     assert!(idle < Duration::from_millis(3000), "closed after {idle:?}");
     Ok(())
 }
+
+#[test]
+fn padded_header_counts_its_spaces() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let padded = format!(
+        "GET / HTTP/1.1\r\nHost: lua.test\r\nX-Pad: {}x\r\n\r\n",
+        " ".repeat(40_000)
+    );
+    let (response, closed) = exchange(proxy.port, padded.as_bytes())?;
+    assert_eq!(status_of(&response), 431, "{response}");
+    assert!(closed);
+    Ok(())
+}

@@ -356,3 +356,100 @@ fn memory_returns_after_repeated_bombs() -> TestResult {
     assert!(growth < 64.0 * 1024.0 * 1024.0, "grew by {growth} bytes");
     Ok(())
 }
+
+#[test]
+fn long_library_calls_do_not_outrun_the_limit() -> TestResult {
+    let sorts = hostile_script(
+        "local t = {} for i = 1, 2e5 do t[i] = -i end for j = 1, 1000 do table.sort(t) table.sort(t, function(a, b) return a > b end) end",
+    );
+    let search = hostile_script(
+        "return {body = tostring(string.find(string.rep(\"a\", 1e5), string.rep(\"a\", 1e4) .. \"b\", 1, true))}",
+    );
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: sorts\n    hosts: [sorts.test]\n    script: sorts.lua\n  - name: search\n    hosts: [search.test]\n    script: search.lua\n    limits:\n      cpu_ms: 5\n",
+        &[("sorts.lua", &sorts), ("search.lua", &search)],
+    )?;
+    let started = Instant::now();
+    assert_eq!(get(&proxy, "sorts.test")?.0, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // One call that no interrupt can stop still fails the request once it
+    // returns past the limit.
+    assert_eq!(get(&proxy, "search.test")?.0, 503);
+    Ok(())
+}
+
+#[test]
+fn host_side_copies_are_bounded() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local big = string.rep("x", 1024 * 1024)
+    if request.path == "/json" then
+        local list = {}
+        for i = 1, 200 do list[i] = big end
+        return {body = json.stringify(list)}
+    end
+    if request.path == "/log" then
+        local parts = {}
+        for i = 1, 20 do parts[i] = big end
+        log.info(table.unpack(parts))
+        log.info("line one\nforged line")
+        return {body = "logged"}
+    end
+    local values = {}
+    for i = 1, 200 do values[i] = big end
+    return {headers = {["X-Big"] = values}}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  memory_bytes: 4194304\nroutes:\n  - name: copies\n    default: true\n    script: copies.lua\n",
+        &[("copies.lua", script)],
+    )?;
+    let http = client();
+    // The request fails; in a slow (debug) build it may also pass its CPU
+    // limit on the way, which makes it 503 in place of 500.
+    let json = http.get(proxy.url("/json")).send()?;
+    assert!(
+        [500, 503].contains(&json.status().as_u16()),
+        "{}",
+        json.status()
+    );
+    let line = proxy.wait_log_line(&["json.stringify: the result would exceed 4194304 bytes"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    let headers = http.get(proxy.url("/headers")).send()?;
+    assert!(
+        [500, 503].contains(&headers.status().as_u16()),
+        "{}",
+        headers.status()
+    );
+    let line = proxy.wait_log_line(&["response headers exceed 65536 bytes"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    let logged = http.get(proxy.url("/log")).send()?;
+    assert_eq!(logged.status(), 200);
+    let log = proxy.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 64 * 1024, "a log line of {longest} bytes");
+    assert!(
+        log.contains("line one\\\\nforged line"),
+        "newline not escaped"
+    );
+    Ok(())
+}
+
+#[test]
+fn scripts_cannot_change_forwarded_framing() -> TestResult {
+    let origin = support::Origin::start("o");
+    let script = "add_event_listener(\"fetch\", function(request) request.headers[\"Transfer-Encoding\"] = \"chunked\" end)";
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: o\n    servers: [\"{}\"]\nroutes:\n  - name: r\n    default: true\n    script: s.lua\n    origin: o\n",
+        origin.address()
+    );
+    let proxy = Proxy::start(&config, &[("s.lua", script)])?;
+    let response = client().post(proxy.url("/")).body("hello").send()?;
+    assert_eq!(response.status(), 500);
+    assert_eq!(origin.accepted_connections(), 0);
+    Ok(())
+}

@@ -1,4 +1,4 @@
--- Answers every request from Lua, without an origin.
+-- Returns a JSON response to every request, without an origin.
 add_event_listener("fetch", function(request)
     return {
         body = json.stringify({

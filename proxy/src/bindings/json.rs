@@ -33,6 +33,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
         lua.create_function(|lua, value: Value| {
             let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
             let mut encoder = Encoder {
+                max_bytes: max_output(lua),
                 out: String::new(),
                 seen: Vec::new(),
                 array_metatable,
@@ -69,6 +70,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
 pub fn encode(lua: &Lua, value: &Value) -> Result<String> {
     let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
     let mut encoder = Encoder {
+        max_bytes: max_output(lua),
         out: String::new(),
         seen: Vec::new(),
         array_metatable,
@@ -86,6 +88,9 @@ pub fn decode(lua: &Lua, text: &[u8]) -> Result<Value> {
 }
 
 struct Encoder {
+    /// Largest output, in bytes: the VM's memory limit, since the output
+    /// is built outside the Lua heap.
+    max_bytes: usize,
     out: String,
     /// Tables on the path from the root, to detect cycles.
     seen: Vec<*const c_void>,
@@ -139,6 +144,12 @@ impl Encoder {
                 "json.stringify: a string is not valid UTF-8; encode binary data with base64 first",
             )
         })?;
+        if self.out.len() + text.len() > self.max_bytes {
+            return Err(Error::runtime(format!(
+                "json.stringify: the result would exceed {} bytes, the script's memory limit",
+                self.max_bytes
+            )));
+        }
         self.out.reserve(text.len() + 2);
         self.out.push('"');
         for c in text.chars() {
@@ -236,6 +247,7 @@ impl Encoder {
                 Value::Integer(i) => i.to_string().into_bytes(),
                 Value::Number(n) if n.is_finite() => {
                     let mut text = Encoder {
+                        max_bytes: self.max_bytes,
                         out: String::new(),
                         seen: Vec::new(),
                         array_metatable: self.array_metatable.clone(),
@@ -273,6 +285,11 @@ impl Encoder {
         self.out.push('}');
         Ok(())
     }
+}
+
+fn max_output(lua: &Lua) -> usize {
+    lua.app_data_ref::<super::MemoryLimit>()
+        .map_or(64 * 1024 * 1024, |limit| limit.0)
 }
 
 fn to_lua(lua: &Lua, value: &serde_json::Value, array_metatable: &Table) -> Result<Value> {

@@ -13,6 +13,13 @@ pub struct ScriptIdentity {
     pub script: String,
 }
 
+/// Memory, in bytes, that the VM may allocate, stored as app data so that
+/// bindings can bound what they build outside the Lua heap.
+pub struct MemoryLimit(pub usize);
+
+/// Longest message a script can log, in bytes; the rest is cut.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// The id of the request being handled, stored as app data per call.
 pub struct CurrentRequest(pub String);
 
@@ -49,15 +56,29 @@ pub fn create_print(lua: &Lua) -> Result<mlua::Function> {
 /// Joins the arguments with spaces, as `print` does, and logs them.
 fn write(lua: &Lua, level: Level, args: MultiValue) -> Result<()> {
     let mut message = String::new();
-    for (index, value) in args.iter().enumerate() {
+    'values: for (index, value) in args.iter().enumerate() {
         if index > 0 {
             message.push(' ');
         }
-        message.push_str(
-            &value
-                .to_string()
-                .unwrap_or_else(|_| value.type_name().into()),
-        );
+        let text = value
+            .to_string()
+            .unwrap_or_else(|_| value.type_name().into());
+        // Control characters are escaped, so that a script cannot start a
+        // line of its own in a text log.
+        for c in text.chars() {
+            if message.len() >= MAX_MESSAGE_BYTES {
+                message.push_str("...");
+                break 'values;
+            }
+            match c {
+                '\n' => message.push_str("\\n"),
+                '\r' => message.push_str("\\r"),
+                c if c.is_control() && c != '\t' => {
+                    message.push_str(&format!("\\u{{{:x}}}", c as u32))
+                }
+                c => message.push(c),
+            }
+        }
     }
     let identity = lua.app_data_ref::<ScriptIdentity>();
     let route = identity.as_ref().map_or("", |i| i.route.as_str());

@@ -21,16 +21,22 @@ pub struct Rejection {
 }
 
 /// Returns why the request head must be rejected, if it must. `raw_head`
-/// returns the head as received; it is read only when the parsed head has a
-/// Transfer-Encoding, because Pingora then drops Content-Length from it.
+/// returns the head as received: its length is the head size, and its
+/// lines show a Content-Length that Pingora drops when Transfer-Encoding is
+/// present.
 pub fn check(
     request: &RequestHeader,
     raw_head: impl FnOnce() -> Option<Bytes>,
     limits: &LimitsSection,
 ) -> Option<Rejection> {
+    let raw = raw_head();
+    let raw_len = raw.as_ref().map(Bytes::len);
     let has_encoding = request.headers.contains_key(TRANSFER_ENCODING);
     let has_length = request.headers.contains_key(CONTENT_LENGTH)
-        || (has_encoding && raw_head().is_some_and(|head| has_content_length_line(&head)));
+        || (has_encoding
+            && raw
+                .as_ref()
+                .is_some_and(|head| has_content_length_line(head)));
     if has_length && has_encoding {
         return Some(Rejection {
             status: 400,
@@ -49,15 +55,18 @@ pub fn check(
         });
     }
 
-    // Request line plus each header line with its ": " and CRLF.
-    let head: usize = target
-        + request.method.as_str().len()
-        + 12
-        + request
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
+    // The head as received, or else the request line plus each header
+    // line with its ": " and CRLF (values lose surrounding spaces there).
+    let head: usize = raw_len.unwrap_or(0).max(
+        target
+            + request.method.as_str().len()
+            + 12
+            + request
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>(),
+    );
     if head > limits.max_header_bytes {
         return Some(Rejection {
             status: 431,

@@ -25,9 +25,14 @@ use crate::metrics::thread_cpu_seconds;
 /// CPU time a handler may run before it yields to other tasks.
 const QUANTUM: Duration = Duration::from_millis(2);
 
-/// Interrupts between two reads of the thread's CPU clock; reading it is a
-/// system call, so it is read on every 256th interrupt only.
-const TICKS_PER_CLOCK_READ: u32 = 256;
+/// Interrupts between two looks at the wall clock, which is cheap to read.
+const TICKS_PER_WALL_READ: u32 = 16;
+
+/// Wall time after which the thread's CPU clock, a system call to read, is
+/// read again. Between interrupts a library call (a sort, a search) can run
+/// for long, so the CPU clock is read by time passed, not by interrupts
+/// counted.
+const CPU_READ_INTERVAL: Duration = Duration::from_micros(500);
 
 /// The budget of the call in progress on one VM.
 #[derive(Default)]
@@ -39,6 +44,8 @@ pub struct Budget {
     used_nanos: AtomicU64,
     /// Thread CPU time at the start of the current poll.
     slice_start_nanos: AtomicU64,
+    /// Wall time of the last read of the CPU clock.
+    last_read_wall_nanos: AtomicU64,
     ticks: AtomicU32,
 }
 
@@ -52,23 +59,34 @@ impl Budget {
         self.ticks.store(0, Ordering::Relaxed);
         self.slice_start_nanos
             .store(thread_cpu_nanos(), Ordering::Relaxed);
+        self.last_read_wall_nanos
+            .store(wall_nanos(), Ordering::Relaxed);
         self.armed.store(true, Ordering::Relaxed);
     }
 
     /// Ends the call; returns the CPU time it used and whether the budget
-    /// ran out.
+    /// ran out. A call that went past its limit inside one library call,
+    /// where no interrupt could stop it, counts as out of budget too.
     pub fn disarm(&self) -> (Duration, bool) {
         self.armed.store(false, Ordering::Relaxed);
-        let used = Duration::from_nanos(self.used_nanos.load(Ordering::Relaxed));
-        (used, self.exceeded.load(Ordering::Relaxed))
+        let used = self.used_nanos.load(Ordering::Relaxed);
+        let over = used > self.limit_nanos.load(Ordering::Relaxed);
+        (
+            Duration::from_nanos(used),
+            over || self.exceeded.load(Ordering::Relaxed),
+        )
     }
 
-    fn begin_slice(&self) {
+    /// Starts charging the thread's CPU time to the budget.
+    pub fn begin_slice(&self) {
         self.slice_start_nanos
             .store(thread_cpu_nanos(), Ordering::Relaxed);
+        self.last_read_wall_nanos
+            .store(wall_nanos(), Ordering::Relaxed);
     }
 
-    fn end_slice(&self) {
+    /// Stops charging and adds the time since `begin_slice`.
+    pub fn end_slice(&self) {
         let slice =
             thread_cpu_nanos().saturating_sub(self.slice_start_nanos.load(Ordering::Relaxed));
         self.used_nanos.fetch_add(slice, Ordering::Relaxed);
@@ -81,9 +99,15 @@ impl Budget {
         }
         if !self.exceeded.load(Ordering::Relaxed) {
             let ticks = self.ticks.fetch_add(1, Ordering::Relaxed);
-            if ticks % TICKS_PER_CLOCK_READ != 0 {
+            if ticks % TICKS_PER_WALL_READ != 0 {
                 return Ok(VmState::Continue);
             }
+            let wall = wall_nanos();
+            let last = self.last_read_wall_nanos.load(Ordering::Relaxed);
+            if wall.saturating_sub(last) < CPU_READ_INTERVAL.as_nanos() as u64 {
+                return Ok(VmState::Continue);
+            }
+            self.last_read_wall_nanos.store(wall, Ordering::Relaxed);
             let slice =
                 thread_cpu_nanos().saturating_sub(self.slice_start_nanos.load(Ordering::Relaxed));
             let used = self.used_nanos.load(Ordering::Relaxed) + slice;
@@ -114,6 +138,15 @@ impl<F: Future> Future for Metered<'_, F> {
         self.budget.end_slice();
         result
     }
+}
+
+/// Returns nanoseconds on a monotonic clock since its first use.
+fn wall_nanos() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 fn thread_cpu_nanos() -> u64 {

@@ -135,13 +135,24 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
     }
     for name in input.headers.keys() {
         if !wanted.contains_key(name.as_str()) {
+            check_framing(name.as_str())?;
             edits.remove_headers.push(name.as_str().to_string());
         }
     }
     let mut names: Vec<_> = wanted.keys().cloned().collect();
     names.sort();
+    let mut header_bytes = 0usize;
     for name in names {
         let values = wanted.remove(&name).unwrap_or_default();
+        header_bytes += values
+            .iter()
+            .map(|v| name.len() + v.len() + 4)
+            .sum::<usize>();
+        if header_bytes > MAX_EDITED_HEADER_BYTES {
+            return Err(Error::runtime(format!(
+                "request.headers exceed {MAX_EDITED_HEADER_BYTES} bytes"
+            )));
+        }
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Error::runtime(format!(
                 "request.headers has an invalid header name `{name}`"
@@ -163,10 +174,27 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
             .map(|v| v.as_bytes())
             .collect();
         if current != values.iter().map(Vec::as_slice).collect::<Vec<_>>() {
+            check_framing(&name)?;
             edits.set_headers.push((name, values));
         }
     }
     Ok(edits)
+}
+
+/// Largest total size of the headers a script forwards, in bytes.
+const MAX_EDITED_HEADER_BYTES: usize = 64 * 1024;
+
+/// Headers that frame the body the proxy forwards; a script changing them
+/// could make the origin read a second request from the body.
+const FRAMING_HEADERS: [&str; 4] = ["content-length", "transfer-encoding", "connection", "te"];
+
+fn check_framing(name: &str) -> Result<()> {
+    if FRAMING_HEADERS.contains(&name) {
+        return Err(Error::runtime(format!(
+            "request.headers[\"{name}\"] frames the forwarded body and cannot be changed by a script"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_query(raw: Option<&str>) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {

@@ -6,6 +6,9 @@ use mlua::{Error, Result, Table, Value};
 
 use super::request::scalar_bytes;
 
+/// Largest total size of a script's response headers, in bytes.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// A response written by a script.
 #[derive(Debug)]
 pub struct ScriptResponse {
@@ -45,6 +48,7 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
     };
 
     let mut headers = Vec::new();
+    let mut header_bytes = 0usize;
     match table.raw_get::<Value>("headers")? {
         Value::Nil => {}
         Value::Table(map) => {
@@ -67,6 +71,12 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
                              not contain line breaks or other control characters"
                         ))
                     })?;
+                    header_bytes += header_name.as_str().len() + value.len() + 4;
+                    if header_bytes > MAX_HEADER_BYTES {
+                        return Err(Error::runtime(format!(
+                            "response headers exceed {MAX_HEADER_BYTES} bytes"
+                        )));
+                    }
                     headers.push((header_name.clone(), value));
                     Ok(())
                 };

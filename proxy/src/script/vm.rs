@@ -103,6 +103,7 @@ impl Vm {
             route: settings.route.clone(),
             script: settings.chunk_name.clone(),
         });
+        lua.set_app_data(bindings::MemoryLimit(memory_limit));
         lua.set_app_data(bindings::KvAccess {
             store: settings.kv_store.clone(),
             route: settings.route.clone(),
@@ -123,11 +124,13 @@ impl Vm {
         lua.set_interrupt(move |_| interrupt_budget.check());
 
         budget.arm(LOAD_CPU_LIMIT);
+        budget.begin_slice();
         let loaded = lua
             .load(bytecode)
             .set_name(format!("@{chunk_name}"))
             .set_mode(ChunkMode::Binary)
             .exec();
+        budget.end_slice();
         if budget.disarm().1 {
             return Err(ScriptError::Load(format!(
                 "the top level ran longer than the {} ms CPU limit for loading",
