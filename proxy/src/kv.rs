@@ -196,7 +196,7 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
         ))
     };
     let digits = cursor.as_bytes();
-    if digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    if !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid());
     }
     digits

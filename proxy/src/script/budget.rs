@@ -99,7 +99,7 @@ impl Budget {
         }
         if !self.exceeded.load(Ordering::Relaxed) {
             let ticks = self.ticks.fetch_add(1, Ordering::Relaxed);
-            if ticks % TICKS_PER_WALL_READ != 0 {
+            if !ticks.is_multiple_of(TICKS_PER_WALL_READ) {
                 return Ok(VmState::Continue);
             }
             let wall = wall_nanos();
