@@ -47,8 +47,12 @@ impl AdminApp {
     /// Returns `None` when ready, or the reason it is not.
     async fn not_ready(&self) -> Option<String> {
         if let Some(store) = &self.kv_store {
-            if let Err(e) = store.ping().await {
-                return Some(format!("the key-value store does not answer: {e}"));
+            // Probes have short timeouts, so a store that is slow to answer
+            // counts as not ready rather than holding the probe.
+            match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Some(format!("the key-value store does not respond: {e}")),
+                Err(_) => return Some("the key-value store did not respond within 1 s".into()),
             }
         }
         if self.listening.load(Ordering::Relaxed) {

@@ -292,7 +292,14 @@ fn run_tests(path: &std::path::Path) -> ExitCode {
         }
     }
     if reports.is_empty() {
-        println!("no *_test.lua files under {}", path.display());
+        if path.exists() {
+            println!("no *_test.lua files under {}", path.display());
+        } else {
+            println!(
+                "{} not found; pass a directory or a test file",
+                path.display()
+            );
+        }
         return ExitCode::FAILURE;
     }
     println!("{passed} passed, {failed} failed");

@@ -45,6 +45,8 @@ pub struct Reloader {
     watched: Mutex<Fingerprint>,
     /// Serialises reloads, so that two triggers never interleave.
     serial: Mutex<()>,
+    /// Settings applied over every loaded config, as `actias dev` does.
+    overrides: fn(&mut Config),
 }
 
 impl Reloader {
@@ -55,8 +57,10 @@ impl Reloader {
         cache: ScriptCache,
         vms_per_script: usize,
         kv_store: Option<Arc<dyn KvStore>>,
+        overrides: fn(&mut Config),
     ) -> Self {
         Self {
+            overrides,
             path: config.path.clone(),
             vms_per_script,
             kv_store,
@@ -71,7 +75,10 @@ impl Reloader {
     /// Reloads now. `trigger` names the cause in the log.
     pub fn reload(&self, trigger: &str) -> Result<Loaded, Problems> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let (config, mut problems) = config::load_partial(&self.path);
+        let (mut config, mut problems) = config::load_partial(&self.path);
+        if let Some(config) = config.as_mut() {
+            (self.overrides)(config);
+        }
         if let Some(config) = &config {
             *self.watched.lock().unwrap_or_else(|p| p.into_inner()) =
                 fingerprint(&watched_paths(config));

@@ -78,6 +78,9 @@ pub async fn run_path(root: &Path) -> Vec<FileReport> {
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>) {
+    if !path.exists() {
+        return;
+    }
     if path.is_file() {
         files.push(path.to_path_buf());
         return;
@@ -347,6 +350,15 @@ async fn call_handler(
             let response: Table = origin.call_async(&forwarded).await?;
             if response.get::<Option<u16>>("status")?.is_none() {
                 response.set("status", 200)?;
+            }
+            // Header names come back lowercase, as from a real origin.
+            if let Some(headers) = response.get::<Option<Table>>("headers")? {
+                let lowered = lua.create_table()?;
+                for pair in headers.pairs::<String, Value>() {
+                    let (name, value) = pair?;
+                    lowered.set(name.to_ascii_lowercase(), value)?;
+                }
+                response.set("headers", lowered)?;
             }
             response.set("forwarded", forwarded)?;
             Ok(response)

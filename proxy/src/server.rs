@@ -88,12 +88,8 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         METRICS.config_loads.with_label_values(&["failure"]).inc();
         StartError::Config(problems)
     })?;
-    if options.dev {
-        first.file.log.format = config::LogFormat::Text;
-        first.file.log.level = "info,actias=debug".to_string();
-        first.file.kv.backend = config::KvBackend::Embedded;
-        first.file.server.watch = true;
-    }
+    let overrides: fn(&mut Config) = if options.dev { dev_overrides } else { |_| {} };
+    overrides(&mut first);
     // Start logging before the scripts load, so that their top-level `print`
     // and `log.*` lines are kept.
     logging::init(&first.file.log);
@@ -179,6 +175,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         cache,
         threads,
         Some(kv_store.clone()),
+        overrides,
     ));
     control.spawn(reload_on_sighup(reloader.clone()));
     control.spawn(exit_when_drained(Duration::from_secs(
@@ -241,6 +238,14 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         server.add_service(admin_service);
     }
     server.run_forever();
+}
+
+/// Settings of `actias dev`, applied over the config at start and reload.
+fn dev_overrides(config: &mut Config) {
+    config.file.log.format = config::LogFormat::Text;
+    config.file.log.level = "info,actias=debug".to_string();
+    config.file.kv.backend = config::KvBackend::Embedded;
+    config.file.server.watch = true;
 }
 
 /// Builds the snapshot of a checked config.

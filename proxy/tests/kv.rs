@@ -54,7 +54,7 @@ fn start(backend: Backend, namespace: &str, script: &str) -> TestResult<Option<P
     };
     let script = script.replace("NS", namespace);
     let config = format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\n{kv}routes:\n  - name: store\n    default: true\n    script: store.lua\n    kv: [\"{namespace}\"]\n"
+        "listeners:\n  - address: 127.0.0.1:{{port}}\n{kv}routes:\n  - name: store\n    default: true\n    script: store.lua\n    kv: [\"{namespace}\"]\n    limits:\n      cpu_ms: 5000\n"
     );
     Ok(Some(Proxy::start(&config, &[("store.lua", &script)])?))
 }
