@@ -130,6 +130,13 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         let (status, content_type, body) = match path.as_str() {
+            // A browser sends `Origin` on cross-site requests; an operator's
+            // curl does not, so such requests cannot reload from a web page.
+            "/reload" if session.req_header().headers.contains_key(header::ORIGIN) => (
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                b"reload is not allowed from a browser page\n".to_vec(),
+            ),
             "/reload" if method == http::Method::POST => self.reload().await,
             "/reload" => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -122,6 +122,7 @@ add_event_listener("fetch", function(request)
     capture("empty key", function() ns:get("") end)
     capture("large value", function() ns:put("big", string.rep("v", 25 * 1024 * 1024 + 1)) end)
     capture("bad ttl", function() ns:put("t", "v", {ttl = -5}) end)
+    capture("huge ttl", function() ns:put("t", "v", {ttl = 1e300}) end)
     capture("bad limit", function() ns:list({limit = 5000}) end)
     capture("bad cursor", function() ns:list({cursor = "zz"}) end)
     capture("large metadata", function() ns:put("m", "v", {metadata = {blob = string.rep("m", 2000)}}) end)
@@ -235,6 +236,11 @@ fn errors(backend: Backend) -> TestResult {
         text("bad ttl").contains("ttl must be a positive number"),
         "{}",
         text("bad ttl")
+    );
+    assert!(
+        text("huge ttl").contains("ttl must be a positive number"),
+        "{}",
+        text("huge ttl")
     );
     assert!(
         text("bad limit").contains("limit must be a whole number from 1 to 1000"),

@@ -22,6 +22,11 @@ fn failed_reload_keeps_running_config() -> TestResult {
         proxy.config_dir().join("s.lua"),
         "add_event_listener(\"fetch\", function() return {body = \"bad\"}\n",
     )?;
+    let cross_site = client()
+        .post(proxy.admin_url("/reload"))
+        .header("origin", "http://page.example")
+        .send()?;
+    assert_eq!(cross_site.status(), 403);
     let reload = client().post(proxy.admin_url("/reload")).send()?;
     assert_eq!(reload.status(), 422);
     let text = reload.text()?;

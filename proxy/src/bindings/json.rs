@@ -44,12 +44,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
     )?;
     json.raw_set(
         "parse",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            let parsed: serde_json::Value = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| Error::runtime(format!("json.parse: invalid JSON: {e}")))?;
-            let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
-            to_lua(lua, &parsed, &array_metatable)
-        })?,
+        lua.create_function(|lua, text: mlua::LuaString| decode(lua, &text.as_bytes()))?,
     )?;
     json.raw_set(
         "array",
@@ -81,6 +76,16 @@ pub fn encode(lua: &Lua, value: &Value) -> Result<String> {
 
 /// Decodes JSON text into a Lua value, as `json.parse` does.
 pub fn decode(lua: &Lua, text: &[u8]) -> Result<Value> {
+    // The parse tree is built outside the Lua heap at several times the
+    // size of the text, so the text may use an eighth of the VM's memory.
+    let max_text = max_output(lua) / 8;
+    if text.len() > max_text {
+        return Err(Error::runtime(format!(
+            "json.parse: the text is {} bytes; at most {max_text} bytes (an eighth of the \
+             script's memory limit) can be parsed",
+            text.len()
+        )));
+    }
     let parsed: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| Error::runtime(format!("json.parse: invalid JSON: {e}")))?;
     let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;

@@ -14,6 +14,9 @@ use mlua::{Error, Lua, LuaString, Result, Table, UserData, UserDataMethods, Valu
 use super::json;
 use crate::kv::{self, Entry, KvError, KvStore, ListOptions, MAX_LIST_LIMIT};
 
+/// Longest `ttl`, in seconds (about 100 years).
+const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
 /// The store and the namespaces one route may use, stored as app data.
 pub struct KvAccess {
     /// `None` when no store is open, as in `actias check`.
@@ -90,16 +93,16 @@ fn put_entry(lua: &Lua, value: Bytes, options: Option<Table>) -> Result<Entry> {
     };
     match options.raw_get::<Value>("ttl")? {
         Value::Nil => {}
-        Value::Integer(seconds) if seconds > 0 => {
+        Value::Integer(seconds) if seconds > 0 && seconds as u64 <= MAX_TTL_SECONDS => {
             entry.expires_at_ms = Some(kv::now_ms() + seconds as u64 * 1000);
         }
-        Value::Number(seconds) if seconds > 0.0 && seconds.is_finite() => {
+        Value::Number(seconds) if seconds > 0.0 && seconds <= MAX_TTL_SECONDS as f64 => {
             let ttl = Duration::from_secs_f64(seconds);
             entry.expires_at_ms = Some(kv::now_ms() + ttl.as_millis() as u64);
         }
         other => {
             return Err(Error::runtime(format!(
-                "kv put: ttl must be a positive number of seconds, not {}",
+                "kv put: ttl must be a positive number of seconds up to {MAX_TTL_SECONDS}, not {}",
                 other
                     .to_string()
                     .unwrap_or_else(|_| other.type_name().into())

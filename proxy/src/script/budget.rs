@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,9 +24,6 @@ use crate::metrics::thread_cpu_seconds;
 
 /// CPU time a handler may run before it yields to other tasks.
 const QUANTUM: Duration = Duration::from_millis(2);
-
-/// Interrupts between two looks at the wall clock, which is cheap to read.
-const TICKS_PER_WALL_READ: u32 = 16;
 
 /// Wall time after which the thread's CPU clock, a system call to read, is
 /// read again. Between interrupts a library call (a sort, a search) can run
@@ -46,7 +43,6 @@ pub struct Budget {
     slice_start_nanos: AtomicU64,
     /// Wall time of the last read of the CPU clock.
     last_read_wall_nanos: AtomicU64,
-    ticks: AtomicU32,
 }
 
 impl Budget {
@@ -56,7 +52,6 @@ impl Budget {
             .store(limit.as_nanos() as u64, Ordering::Relaxed);
         self.used_nanos.store(0, Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
-        self.ticks.store(0, Ordering::Relaxed);
         self.slice_start_nanos
             .store(thread_cpu_nanos(), Ordering::Relaxed);
         self.last_read_wall_nanos
@@ -98,10 +93,6 @@ impl Budget {
             return Ok(VmState::Continue);
         }
         if !self.exceeded.load(Ordering::Relaxed) {
-            let ticks = self.ticks.fetch_add(1, Ordering::Relaxed);
-            if !ticks.is_multiple_of(TICKS_PER_WALL_READ) {
-                return Ok(VmState::Continue);
-            }
             let wall = wall_nanos();
             let last = self.last_read_wall_nanos.load(Ordering::Relaxed);
             if wall.saturating_sub(last) < CPU_READ_INTERVAL.as_nanos() as u64 {
