@@ -2,7 +2,7 @@
 //!
 //! A reload parses and checks the config, compiles every changed script
 //! (unchanged ones come from the cache by content hash), loads their VMs
-//! and builds the router; only then is the snapshot swapped. A request
+//! and builds the router. Only then is the snapshot swapped. A request
 //! keeps the snapshot it started on, so it sees the old or the new
 //! config, never a mix. A reload that fails keeps the running snapshot and
 //! logs every problem.
@@ -25,7 +25,7 @@ use crate::snapshot::Snapshot;
 /// Size and modification time of each watched file; `None` when missing.
 type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
-/// What a successful reload loaded.
+/// Counts of a successful reload.
 #[derive(Debug, Clone, Copy)]
 pub struct Loaded {
     pub routes: usize,
@@ -157,7 +157,7 @@ impl Reloader {
     }
 }
 
-/// The settings that a reload cannot apply, as comparable text.
+/// Returns the settings that a reload cannot apply, as comparable text.
 fn restart_only(config: &Config) -> String {
     let file = &config.file;
     format!(
@@ -166,7 +166,7 @@ fn restart_only(config: &Config) -> String {
     )
 }
 
-/// The config file and every script it names.
+/// Returns the config file and every script it names.
 fn watched_paths(config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config.path.clone()];
     for route in &config.file.routes {

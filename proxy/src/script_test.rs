@@ -2,8 +2,8 @@
 //! that serves traffic.
 //!
 //! A test file (`*_test.lua`) loads a script with `test.load`, which gives
-//! it a key-value store seeded from a table and an origin answered by a
-//! Lua function, then calls its handler with request tables and checks the
+//! it a key-value store seeded from a table and an origin played by a Lua
+//! function. It then calls the handler with request tables and checks the
 //! responses with `test.equal`. Each `test.case` passes or fails on its
 //! own; a failure names the test file and line, the expected and the
 //! actual value.
@@ -366,7 +366,8 @@ async fn call_handler(
     }
 }
 
-/// The request as the origin would receive it after the script's edits.
+/// Builds the request as the origin would receive it after the script's
+/// edits.
 fn forwarded_request(
     lua: &Lua,
     method: &str,
