@@ -10,6 +10,24 @@ pub const ACCESS_TARGET: &str = "actias::access";
 /// Target of lines written by scripts through `log.*` and `print`.
 pub const SCRIPT_TARGET: &str = "actias::script";
 
+/// Returns `text` with line breaks and other control characters escaped,
+/// so that text a script controls (an error message) stays on one log line.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `section.level`;
 /// the access log is filtered out when `section.access_log` is off.
 pub fn init(section: &LogSection) {

@@ -45,6 +45,11 @@ pub enum ScriptError {
     Limit { message: String, detail: String },
 }
 
+/// Most VMs of a route in use at once, per VM it starts with (one per
+/// worker thread). Only scripts that yield (key-value calls, long loops)
+/// need more than one per thread.
+const VMS_PER_READY: usize = 4;
+
 /// The script of one route and its pool of ready VMs.
 pub struct RouteScript {
     /// Name of the route that runs this script.
@@ -56,6 +61,9 @@ pub struct RouteScript {
     idle: Mutex<Vec<Vm>>,
     /// Most idle VMs kept.
     max_idle: usize,
+    /// Bounds the VMs in use at once; a request waits for a permit when
+    /// every VM is busy, so memory cannot grow with concurrency.
+    permits: tokio::sync::Semaphore,
 }
 
 impl RouteScript {
@@ -76,7 +84,8 @@ impl RouteScript {
             settings,
             bytecode,
             idle: Mutex::new(idle),
-            max_idle: ready.max(1),
+            max_idle: ready.max(1) * VMS_PER_READY,
+            permits: tokio::sync::Semaphore::new(ready.max(1) * VMS_PER_READY),
         })
     }
 
@@ -88,6 +97,12 @@ impl RouteScript {
         input: &RequestInput<'_>,
         cpu_limit: Duration,
     ) -> (Result<Outcome, ScriptError>, Duration) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return (
+                Err(ScriptError::Setup("the VM pool is closed".into())),
+                Duration::ZERO,
+            );
+        };
         let vm = match self.take_vm() {
             Ok(vm) => vm,
             Err(e) => return (Err(e), Duration::ZERO),
@@ -123,8 +138,8 @@ impl RouteScript {
         }
     }
 
-    /// Keeps `vm` for the next request, unless the pool already holds as
-    /// many as it started with: VMs created for a burst are dropped after.
+    /// Keeps `vm` for the next request, unless the pool already holds its
+    /// maximum.
     fn return_vm(&self, vm: Vm) {
         let mut idle = self
             .idle

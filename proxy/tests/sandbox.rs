@@ -453,3 +453,50 @@ fn scripts_cannot_change_forwarded_framing() -> TestResult {
     assert_eq!(origin.accepted_connections(), 0);
     Ok(())
 }
+
+#[test]
+fn vm_count_is_bounded_under_concurrency() -> TestResult {
+    // The top level logs once per VM; the handler spins for 30 ms of CPU,
+    // yielding every 2 ms, so concurrent requests overlap on one thread.
+    let script = r#"
+print("vm created")
+add_event_listener("fetch", function(request)
+    local started = os.clock()
+    while os.clock() - started < 0.03 do end
+    return {body = "done"}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nserver:\n  threads: 1\nroutes:\n  - name: busy\n    default: true\n    script: busy.lua\n    limits:\n      cpu_ms: 1000\n",
+        &[("busy.lua", script)],
+    )?;
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let url = proxy.url("/");
+            std::thread::spawn(move || client().get(url).send().map(|r| r.status().as_u16()))
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.join().map_err(|_| "request panicked")??, 200);
+    }
+    let created = proxy.log().matches("vm created").count();
+    // One VM per worker thread at start, and at most four in use at once.
+    assert!((1..=4).contains(&created), "{created} VMs created");
+    Ok(())
+}
+
+#[test]
+fn error_messages_cannot_forge_log_lines() -> TestResult {
+    let script =
+        "add_event_listener(\"fetch\", function() error(\"oops\\nFORGED access line\") end)";
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nlog:\n  format: text\nroutes:\n  - name: r\n    default: true\n    script: r.lua\n",
+        &[("r.lua", script)],
+    )?;
+    assert_eq!(client().get(proxy.url("/")).send()?.status(), 500);
+    let line = proxy.wait_log_line(&["script failed", "oops"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    let forged = proxy.log().lines().any(|line| line.starts_with("FORGED"));
+    assert!(!forged, "{}", proxy.log());
+    Ok(())
+}

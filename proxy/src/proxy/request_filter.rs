@@ -156,7 +156,8 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         }
         Err(error) => {
             let text = error.to_string();
-            ctx.script_error = Some(text.lines().next().unwrap_or_default().to_string());
+            let first = text.lines().next().unwrap_or_default();
+            ctx.script_error = Some(crate::logging::one_line(first));
             let (status, message) = match &error {
                 ScriptError::Limit { message, detail } => {
                     tracing::warn!(
@@ -164,7 +165,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                         route = %route.name,
                         script = %script.chunk_name,
                         limit = %message,
-                        error = %detail,
+                        error = %crate::logging::one_line(detail),
                         "script stopped by a limit"
                     );
                     (
@@ -177,7 +178,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                         request_id = %ctx.request_id,
                         route = %route.name,
                         script = %script.chunk_name,
-                        error = %error,
+                        error = %crate::logging::one_line(&error.to_string()),
                         "script failed"
                     );
                     (route.error_status, "the script failed")
