@@ -208,7 +208,7 @@ test = {}
 ---Options of `test.load`.
 ---@class actias.TestLoadOptions
 ---@field kv table<string, table<string, string>>? Namespaces to seed: `{ns = {key = value}}`.
----@field origin (fun(request: table): table)? Answers requests the script forwards.
+---@field origin (fun(request: table): table)? Responds to requests the script forwards.
 
 ---Loads a script, relative to the test file, and returns its handler.
 ---@param script string

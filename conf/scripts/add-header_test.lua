@@ -1,4 +1,4 @@
--- Tests for add-header.lua with an origin answered by a fixture.
+-- Tests for add-header.lua with an origin played by a fixture.
 local handler = test.load("add-header.lua", {
     origin = function(request)
         return {status = 200, body = "origin saw " .. tostring(request.headers["x-served-by"])}

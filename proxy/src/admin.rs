@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics`, `/healthz` and `/readyz`.
 //!
 //! It runs as its own Pingora service on its own address, so user traffic
-//! never reaches it and it keeps answering when the public listeners are
+//! never reaches it and it keeps responding when the public listeners are
 //! saturated.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,7 +22,7 @@ use crate::reload::Reloader;
 pub struct AdminApp {
     /// Public listener addresses that must accept connections to be ready.
     listeners: Vec<SocketAddr>,
-    /// The key-value store, which must answer a ping to be ready.
+    /// The key-value store, which must respond to a ping to be ready.
     kv_store: Option<Arc<dyn KvStore>>,
     /// Runs `POST /reload`.
     reloader: Option<Arc<Reloader>>,
@@ -47,7 +47,7 @@ impl AdminApp {
     /// Returns `None` when ready, or the reason it is not.
     async fn not_ready(&self) -> Option<String> {
         if let Some(store) = &self.kv_store {
-            // Probes have short timeouts, so a store that is slow to answer
+            // Probes have short timeouts, so a store that is slow to respond
             // counts as not ready rather than holding the probe.
             match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
                 Ok(Ok(())) => {}

@@ -59,7 +59,7 @@ pub struct Problem {
     pub line: Option<usize>,
     /// YAML key path such as `routes[1].origin`, for problems in the config.
     pub key: Option<String>,
-    /// What is wrong and how to fix it.
+    /// Description of the problem and its fix.
     pub message: String,
 }
 

@@ -3,7 +3,7 @@
 //! A request flows through `proxy`, which looks up its route in the
 //! current `snapshot` (built from `config` by `routing`, `origin` and
 //! `script`), runs the route's script with the `bindings` installed, and
-//! either answers from Lua or forwards to the origin.
+//! either responds from Lua or forwards to the origin.
 
 pub mod admin;
 pub mod bindings;

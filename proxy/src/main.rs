@@ -89,7 +89,7 @@ enum KvCommand {
         /// Only keys that start with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Most keys to print.
+        /// Maximum number of keys to print.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },

@@ -2,7 +2,7 @@
 //!
 //! One request makes one pass:
 //! 1. `request_filter` finds the route in the snapshot and runs its script,
-//!    which either answers or records edits for the origin.
+//!    which either responds or records edits for the origin.
 //! 2. `upstream_peer` picks a server of the route's origin.
 //! 3. `upstream_request_filter` applies the recorded edits and adds the
 //!    forwarding headers.
@@ -33,7 +33,7 @@ pub use context::{RequestContext, IN_FLIGHT};
 use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
 
-/// The proxy service; holds the current snapshot.
+/// The proxy service, with the current snapshot.
 pub struct ActiasProxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
 }

@@ -3,7 +3,7 @@
 //! A reload parses and checks the config, compiles every changed script
 //! (unchanged ones come from the cache by content hash), loads their VMs
 //! and builds the router. Only then is the snapshot swapped. A request
-//! keeps the snapshot it started on, so it sees the old or the new
+//! keeps the snapshot it started on, so it runs on the old or the new
 //! config, never a mix. A reload that fails keeps the running snapshot and
 //! logs every problem.
 //!

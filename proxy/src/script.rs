@@ -4,7 +4,8 @@
 //! (`compile`). Each route with a script owns a pool of VMs loaded from that
 //! bytecode (`vm`), so two routes never share globals and a request never
 //! compiles or creates a Lua state while VMs are free. The request table
-//! and the handler's answer are converted in `request` and `response`.
+//! and the handler's return value are converted in `request` and
+//! `response`.
 
 mod budget;
 mod compile;
@@ -39,8 +40,8 @@ pub enum ScriptError {
     /// The handler raised an error or returned something invalid.
     #[error("{0}")]
     Runtime(String),
-    /// The handler exceeded its CPU time or memory limit; the message says
-    /// which, and `detail` holds the Lua error at the point of the stop.
+    /// The handler exceeded its CPU time or memory limit. The message names
+    /// the limit, and `detail` contains the Lua error at the point of the stop.
     #[error("{message}")]
     Limit { message: String, detail: String },
 }
@@ -138,7 +139,7 @@ impl RouteScript {
         }
     }
 
-    /// Keeps `vm` for the next request, unless the pool already holds its
+    /// Keeps `vm` for the next request, unless the pool is already at its
     /// maximum.
     fn return_vm(&self, vm: Vm) {
         let mut idle = self

@@ -69,20 +69,20 @@ pub fn load(
     }
 }
 
-/// How `actias run` or `actias dev` starts.
+/// Start options of `actias run` and `actias dev`.
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
     /// Take over the listening sockets of a running Actias.
     pub upgrade: bool,
     /// Development mode: debug logs of route decisions in text, file
-    /// watching, and the embedded store whatever the config says.
+    /// watching, and the embedded store whatever the config sets.
     pub dev: bool,
     /// JSON file of `{"namespace": [records]}` imported into the store
     /// before the scripts load (development mode).
     pub seed: Option<std::path::PathBuf>,
 }
 
-/// Runs the proxy until it is told to stop. Does not return on success.
+/// Runs the proxy until a signal stops it. Does not return on success.
 pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
     let mut first = config::load(path).map_err(|problems| {
         METRICS.config_loads.with_label_values(&["failure"]).inc();
@@ -261,7 +261,7 @@ fn build(
 /// After SIGTERM or SIGQUIT, exits as soon as no request is in progress.
 ///
 /// Pingora itself stops accepting at the signal and ends the process when
-/// `grace_period_seconds` have passed; this only ends it earlier, when
+/// `grace_period_seconds` have passed. This only ends it earlier, when
 /// there is nothing left to wait for. After SIGQUIT the listeners go to
 /// the new process first, which Pingora retries for up to five seconds,
 /// so the early exit waits that long.

@@ -236,3 +236,30 @@ fn check_rejects_duplicate_listeners() -> TestResult {
     assert!(text.contains("actias.yaml:3: listeners[1].address: listener address `127.0.0.1:21600` is listed twice"), "{text}");
     Ok(())
 }
+
+/// The compose and Kubernetes configs carry copies of shipped scripts,
+/// because kustomize reads files only under its own directory. The copies
+/// must not drift from `conf/scripts`.
+#[test]
+fn deploy_script_copies_match_conf() -> TestResult {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (copy, original) in [
+        (
+            "deploy/compose/actias/scripts/visits.lua",
+            "conf/scripts/visits.lua",
+        ),
+        (
+            "deploy/compose/actias/scripts/add-header.lua",
+            "conf/scripts/add-header.lua",
+        ),
+        (
+            "deploy/kubernetes/config/visits.lua",
+            "conf/scripts/visits.lua",
+        ),
+    ] {
+        let copied = std::fs::read_to_string(root.join(copy))?;
+        let shipped = std::fs::read_to_string(root.join(original))?;
+        assert_eq!(copied, shipped, "{copy} differs from {original}");
+    }
+    Ok(())
+}

@@ -35,8 +35,8 @@ fn kv_section(backend: Backend) -> TestResult<Option<String>> {
     }
 }
 
-/// A namespace name unique to this test process and call, so that tests
-/// sharing one Scylla keyspace never see each other's keys.
+/// Returns a namespace name unique to this test process and call, so that
+/// tests sharing one Scylla keyspace never read each other's keys.
 fn unique_namespace(case: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!(
@@ -60,7 +60,7 @@ fn start(backend: Backend, namespace: &str, script: &str) -> TestResult<Option<P
 }
 
 /// Runs `path` and returns the body, failing with the proxy log when the
-/// script did not answer 200.
+/// script did not respond with 200.
 fn call(proxy: &Proxy, path: &str) -> TestResult<String> {
     let response = client().get(proxy.url(path)).send()?;
     let status = response.status();
@@ -71,7 +71,7 @@ fn call(proxy: &Proxy, path: &str) -> TestResult<String> {
     Ok(body)
 }
 
-/// Wraps Lua checks so that a failed `assert` answers 200 with the message,
+/// Wraps Lua checks so that a failed `assert` responds 200 with the message,
 /// which the test then compares.
 const HARNESS: &str = r#"
 local function check(name, f)

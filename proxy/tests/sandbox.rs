@@ -256,7 +256,7 @@ end)
     assert_eq!(results["os.time"], "number");
     assert_eq!(results["debug.traceback"], "function");
     assert_eq!(results["count"], "number");
-    // The other route still sees the real string library.
+    // The other route still gets the real string library.
     assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
     Ok(())
 }
@@ -409,8 +409,8 @@ end)
         &[("copies.lua", script)],
     )?;
     let http = client();
-    // The request fails; in a slow (debug) build it may also pass its CPU
-    // limit on the way, which makes it 503 in place of 500.
+    // The request fails. A slow (debug) build may also pass the CPU limit
+    // on the way, which makes it 503 in place of 500.
     let json = http.get(proxy.url("/json")).send()?;
     assert!(
         [500, 503].contains(&json.status().as_u16()),

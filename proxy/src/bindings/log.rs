@@ -17,7 +17,7 @@ pub struct ScriptIdentity {
 /// bindings can bound what they build outside the Lua heap.
 pub struct MemoryLimit(pub usize);
 
-/// Longest message a script can log, in bytes; the rest is cut.
+/// Maximum length of a logged message, in bytes. The rest is cut.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// The id of the request being handled, stored as app data per call.

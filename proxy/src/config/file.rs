@@ -108,7 +108,7 @@ impl Default for LogSection {
     }
 }
 
-/// Which key-value backend scripts use.
+/// Key-value backend that scripts use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvBackend {
@@ -153,7 +153,7 @@ impl Default for EmbeddedSection {
 pub struct ScyllaSection {
     /// Contact points, `host:port`.
     pub nodes: Vec<String>,
-    /// Keyspace that holds the tables; created if missing.
+    /// Keyspace that contains the tables. It is created if missing.
     pub keyspace: String,
     /// Replication of the keyspace when it is created, as CQL options.
     pub replication: std::collections::BTreeMap<String, serde_yaml::Value>,
@@ -227,7 +227,7 @@ pub struct LimitsSection {
     pub memory_bytes: usize,
     /// Largest request body, in bytes, read into memory for a script.
     pub max_request_body_bytes: usize,
-    /// Longest request target (path and query), in bytes; longer gets 414.
+    /// Maximum request target (path and query) length, in bytes. A longer one gets 414.
     pub max_uri_bytes: usize,
     /// Largest request head (request line and headers), in bytes; larger
     /// gets 431.
@@ -262,11 +262,11 @@ pub struct RouteLimitsSection {
     pub max_request_body_bytes: Option<usize>,
 }
 
-/// What a route does when its script fails or hits a limit.
+/// Action of a route when its script fails or hits a limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
-    /// Answer with `error_status` or `limit_status`.
+    /// Respond with `error_status` or `limit_status`.
     #[default]
     Respond,
     /// Forward the request, unchanged, to the route's origin.
@@ -325,7 +325,7 @@ pub struct RouteSection {
     /// Lua script, relative to the config file's directory.
     #[serde(default)]
     pub script: Option<String>,
-    /// Name of the origin that receives requests the script does not answer.
+    /// Name of the origin that receives requests the script does not respond to.
     #[serde(default)]
     pub origin: Option<String>,
     /// Script limits that override the `limits` section for this route.
@@ -334,7 +334,7 @@ pub struct RouteSection {
     /// Key-value namespaces the script may open with `kv.namespace`.
     #[serde(default)]
     pub kv: Vec<String>,
-    /// What to do when the script fails or hits a limit.
+    /// Action when the script fails or hits a limit.
     #[serde(default)]
     pub on_failure: OnFailure,
     /// Status sent when the script raises an error.

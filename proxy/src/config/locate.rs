@@ -1,7 +1,7 @@
 //! Line numbers for YAML key paths.
 //!
-//! serde_yaml reports where the text fails to parse but not where a value
-//! that parsed was wrong, so this module walks the file once with a
+//! serde_yaml reports where the text fails to parse, but not where a value
+//! that parsed was wrong. So this module walks the file once with a
 //! position-aware parser and records the line of every key and list item
 //! under its path (`routes[2].origin`).
 

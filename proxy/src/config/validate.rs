@@ -29,8 +29,8 @@ const MIN_MEMORY_BYTES: usize = 1024 * 1024;
 
 const SECTIONS: &str = "server, listeners, admin, log, limits, kv, origins, routes";
 
-/// What deserialization produced: every section and item that parsed,
-/// and one error for each that did not.
+/// Result of deserialization: every section and item that parsed, and one
+/// error for each that did not.
 pub struct Deserialized {
     /// `None` when the text is not YAML or not a mapping.
     pub file: Option<ConfigFile>,

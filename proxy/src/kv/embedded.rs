@@ -40,8 +40,8 @@ impl EmbeddedStore {
     /// Opens or creates the database at `path` and starts a thread that
     /// deletes expired records every `sweep_interval`.
     ///
-    /// redb allows one process per file. When another process holds the
-    /// file, which happens while a new process takes over from an old one
+    /// redb allows one process per file. When another process has the
+    /// file open, which happens while a new process takes over from an old one
     /// during an upgrade, the store opens in the background as soon as the
     /// file is free, and operations wait for it up to 10 seconds.
     pub fn open(path: &Path, sweep_interval: Duration) -> Result<Self, KvError> {
@@ -95,7 +95,7 @@ impl EmbeddedStore {
         Ok(Self { db: cell })
     }
 
-    /// Returns the database, waiting while another process holds the file.
+    /// Returns the database, waiting while another process has the file open.
     async fn database(&self) -> Result<Arc<Database>, KvError> {
         let deadline = tokio::time::Instant::now() + LOCKED_WAIT;
         loop {

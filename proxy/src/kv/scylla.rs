@@ -12,7 +12,7 @@
 //! Every statement is prepared, idempotent, runs at the configured
 //! consistency (LOCAL_QUORUM by default) and has a client timeout, so a
 //! hung node costs one timeout. Expiry uses `USING TTL`, rounded up to a
-//! whole second; reads compare the stored expiry in milliseconds, so a key
+//! whole second. Reads compare the stored expiry in milliseconds, so a key
 //! never reads as live after its expiry time.
 
 use std::time::Duration;

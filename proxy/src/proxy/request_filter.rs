@@ -209,7 +209,7 @@ enum BodyRead {
 ///
 /// On a route with an origin, only a body whose declared length fits the
 /// replay buffer is read, so that it can still be forwarded; longer or
-/// chunked bodies stream to the origin unread and the script sees `nil`.
+/// chunked bodies stream to the origin unread and the script gets `nil`.
 async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) -> Result<BodyRead> {
     if session.as_downstream_mut().is_body_empty() {
         return Ok(BodyRead::Read(Some(Bytes::new())));

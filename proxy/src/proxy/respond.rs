@@ -1,4 +1,4 @@
-//! Writing responses from the proxy itself: script answers and errors.
+//! Writing responses from the proxy itself: script responses and errors.
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};

@@ -1,4 +1,4 @@
-//! Second phase: choose the origin server, and answer when the origin fails.
+//! Second phase: choose the origin server, and respond when the origin fails.
 
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};

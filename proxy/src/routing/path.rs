@@ -94,7 +94,7 @@ enum Segment {
     Param(String),
 }
 
-/// How specific a path pattern is; greater ranks win.
+/// Specificity of a path pattern. Greater ranks win.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathRank {
     /// `/static/*`, ranked by the number of segments before the `*`.

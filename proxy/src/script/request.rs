@@ -9,7 +9,7 @@ use mlua::{Error, Lua, Result, Table, Value};
 
 use crate::routing::encode_path;
 
-/// What a handler sees of one request.
+/// Request data passed to a handler.
 pub struct RequestInput<'a> {
     /// Id of this request in logs and error responses.
     pub request_id: &'a str,

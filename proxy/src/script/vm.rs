@@ -38,10 +38,10 @@ return {
 }
 "#;
 
-/// What a handler decided for one request.
+/// Decision of a handler for one request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The script answered.
+    /// The script responded.
     Respond(ScriptResponse),
     /// The script returned nothing: forward to the origin with these edits.
     FallThrough(RequestEdits),
@@ -67,7 +67,7 @@ pub struct CallError {
     pub limit: Option<String>,
 }
 
-/// What a route's VMs are created with.
+/// Settings of a route's VMs.
 #[derive(Clone)]
 pub struct VmSettings {
     pub route: String,

@@ -244,8 +244,8 @@ impl Drop for Proxy {
     }
 }
 
-/// A blocking HTTP client that keeps connections alive and does not
-/// follow redirects.
+/// Returns a blocking HTTP client that keeps connections alive and does
+/// not follow redirects.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
