@@ -76,6 +76,58 @@ impl AdminApp {
 }
 
 impl AdminApp {
+    /// Runs the scheduled handler of `route` now and describes the run.
+    async fn run_scheduled(&self, route: &str) -> (StatusCode, &'static str, Vec<u8>) {
+        let Some(reloader) = &self.reloader else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"scheduled runs are not available\n".to_vec(),
+            );
+        };
+        let snapshot = reloader.current();
+        let Some(found) = snapshot.routes.iter().find(|r| r.name == route) else {
+            return (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("there is no route `{route}`\n").into_bytes(),
+            );
+        };
+        if !found
+            .script
+            .as_ref()
+            .is_some_and(|script| script.has_scheduled_handler)
+        {
+            return (
+                StatusCode::CONFLICT,
+                "text/plain",
+                format!(
+                    "route `{route}` has no scheduled handler; its script must call \
+                     add_event_listener(\"scheduled\", function(event) ... end)\n"
+                )
+                .into_bytes(),
+            );
+        }
+        let report = crate::schedule::run_now(found, "manual", crate::bindings::now_ms()).await;
+        let millis = report.duration.as_secs_f64() * 1000.0;
+        match report.error {
+            None => (
+                StatusCode::OK,
+                "text/plain",
+                format!("scheduled run of `{route}`: ok in {millis:.1} ms\n").into_bytes(),
+            ),
+            Some(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!(
+                    "scheduled run of `{route}`: {} after {millis:.1} ms\n{error}\n",
+                    report.outcome
+                )
+                .into_bytes(),
+            ),
+        }
+    }
+
     /// Runs a reload and describes its result.
     async fn reload(&self) -> (StatusCode, &'static str, Vec<u8>) {
         let Some(reloader) = self.reloader.clone() else {
@@ -143,6 +195,23 @@ impl ServeHttp for AdminApp {
                 "text/plain",
                 b"use POST /reload\n".to_vec(),
             ),
+            p if p.starts_with("/scheduled/")
+                && session.req_header().headers.contains_key(header::ORIGIN) =>
+            {
+                (
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    b"scheduled runs cannot be started from a browser page\n".to_vec(),
+                )
+            }
+            p if p.starts_with("/scheduled/") && method == http::Method::POST => {
+                self.run_scheduled(&p["/scheduled/".len()..]).await
+            }
+            p if p.starts_with("/scheduled/") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"use POST /scheduled/ROUTE\n".to_vec(),
+            ),
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -160,7 +229,8 @@ impl ServeHttp for AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; the admin endpoints are /metrics, /healthz, /readyz and POST /reload\n"
+                b"not found; the admin endpoints are /metrics, /healthz, /readyz, POST /reload and \
+                  POST /scheduled/ROUTE\n"
                     .to_vec(),
             ),
         };

@@ -4,17 +4,32 @@
 //! nothing of Pingora, of routing or of a particular storage backend. The runtime in `script` installs them before the VM is
 //! sandboxed, so that scripts see them as read-only globals.
 
+mod args;
+mod crypto;
+mod encoding;
+mod env;
+mod fetch;
 mod json;
 mod kv;
 mod log;
+mod modules;
+mod time;
+mod url;
+mod uuid;
 
+pub use env::RouteEnv;
+pub use fetch::{FetchAccess, FetchCall, HEADERS_METATABLE};
 pub use kv::KvAccess;
-pub use log::{CurrentRequest, MemoryLimit, ScriptIdentity};
+pub use log::{CurrentRequest, MemoryLimit, ScriptIdentity, MAX_LINES_PER_CALL};
+pub use modules::MODULES;
+pub use time::now_ms;
 
 use mlua::{Error, Function, Lua, Result, Value};
 
 /// Registry key of the function registered for the `fetch` event.
 pub const FETCH_LISTENER: &str = "actias.listener.fetch";
+/// Registry key of the function registered for the `scheduled` event.
+pub const SCHEDULED_LISTENER: &str = "actias.listener.scheduled";
 
 /// Installs the globals that scripts use.
 pub fn install(lua: &Lua) -> Result<()> {
@@ -22,21 +37,22 @@ pub fn install(lua: &Lua) -> Result<()> {
     globals.raw_set("json", json::create(lua)?)?;
     globals.raw_set("log", log::create(lua)?)?;
     globals.raw_set("kv", kv::create(lua)?)?;
+    globals.raw_set("crypto", crypto::create(lua)?)?;
+    globals.raw_set("base64", encoding::create_base64(lua)?)?;
+    globals.raw_set("hex", encoding::create_hex(lua)?)?;
+    globals.raw_set("uuid", uuid::create(lua)?)?;
+    globals.raw_set("time", time::create(lua)?)?;
+    globals.raw_set("url", url::create(lua)?)?;
+    globals.raw_set("env", env::create(lua)?)?;
+    fetch::install(lua, &globals)?;
     globals.raw_set("print", log::create_print(lua)?)?;
     globals.raw_set(
         "add_event_listener",
         lua.create_function(add_event_listener)?,
     )?;
-    // mlua's default `require` reads the file system; scripts get none.
-    globals.raw_set(
-        "require",
-        lua.create_function(|_, name: Value| -> Result<()> {
-            Err(Error::runtime(format!(
-                "require: module {} is not available; Actias ships no modules for require yet",
-                name.to_string().unwrap_or_else(|_| "?".into())
-            )))
-        })?,
-    )?;
+    // mlua's default `require` reads the file system; this one returns
+    // only the modules shipped in the binary.
+    globals.raw_set("require", lua.create_function(modules::require)?)?;
     Ok(())
 }
 
@@ -48,20 +64,20 @@ fn add_event_listener(lua: &Lua, (event, handler): (String, Value)) -> Result<()
             handler.type_name()
         )));
     };
-    match event.as_str() {
-        "fetch" => {
-            if lua
-                .named_registry_value::<Option<Function>>(FETCH_LISTENER)?
-                .is_some()
-            {
-                return Err(Error::runtime(
-                    "add_event_listener: a fetch handler is already registered; register one",
-                ));
-            }
-            lua.set_named_registry_value(FETCH_LISTENER, handler)
+    let key = match event.as_str() {
+        "fetch" => FETCH_LISTENER,
+        "scheduled" => SCHEDULED_LISTENER,
+        other => {
+            return Err(Error::runtime(format!(
+                "add_event_listener: unknown event `{other}`; the events are `fetch` and \
+                 `scheduled`"
+            )))
         }
-        other => Err(Error::runtime(format!(
-            "add_event_listener: unknown event `{other}`; the supported event is `fetch`"
-        ))),
+    };
+    if lua.named_registry_value::<Option<Function>>(key)?.is_some() {
+        return Err(Error::runtime(format!(
+            "add_event_listener: a {event} handler is already registered; register one"
+        )));
     }
+    lua.set_named_registry_value(key, handler)
 }

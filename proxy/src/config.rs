@@ -13,9 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    AdminSection, ConfigFile, EmbeddedSection, KvBackend, KvSection, LimitsSection,
+    AdminSection, ConfigFile, EmbeddedSection, FetchSection, KvBackend, KvSection, LimitsSection,
     ListenerSection, LogFormat, LogSection, OnFailure, OriginSection, RouteLimitsSection,
-    RouteSection, ScyllaSection, ServerSection, DEFAULT_ADMIN, DEFAULT_LISTEN,
+    RouteSection, ScyllaSection, SecretSource, ServerSection, DEFAULT_ADMIN, DEFAULT_LISTEN,
 };
 pub use locate::Locations;
 

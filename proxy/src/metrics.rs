@@ -53,6 +53,13 @@ pub struct Metrics {
     pub kv_duration: HistogramVec,
     /// `actias_config_loads_total{outcome}`, outcome `success` or `failure`.
     pub config_loads: IntCounterVec,
+    /// `actias_fetch_requests_total{route, outcome}`.
+    pub fetch_requests: IntCounterVec,
+    /// `actias_fetch_duration_seconds{route}`.
+    pub fetch_duration: HistogramVec,
+    /// `actias_scheduled_runs_total{route, outcome}`, outcome `ok`,
+    /// `error` or `limit`.
+    pub scheduled_runs: IntCounterVec,
     /// `actias_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
 }
@@ -147,6 +154,23 @@ impl Metrics {
             "Config loads, by outcome (success, failure).",
             &["outcome"],
         );
+        let fetch_requests = counter(
+            "actias_fetch_requests_total",
+            "Subrequests made by scripts with fetch, by route and outcome (ok, refused, \
+             invalid, timeout, too_large, error, cap).",
+            &["route", "outcome"],
+        );
+        let fetch_duration = histogram(
+            "actias_fetch_duration_seconds",
+            "Duration of subrequests made with fetch, body included, by route.",
+            &["route"],
+            &DURATION_BUCKETS,
+        );
+        let scheduled_runs = counter(
+            "actias_scheduled_runs_total",
+            "Runs of scheduled handlers, by route and outcome (ok, error, limit).",
+            &["route", "outcome"],
+        );
 
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -187,6 +211,9 @@ impl Metrics {
             kv_operations,
             kv_duration,
             config_loads,
+            fetch_requests,
+            fetch_duration,
+            scheduled_runs,
             build_info,
         }
     }

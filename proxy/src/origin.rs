@@ -19,6 +19,8 @@ use crate::config::OriginSection;
 pub struct Origin {
     pub name: String,
     balancer: LoadBalancer<RoundRobin>,
+    /// Every resolved server address, in config order.
+    addresses: Vec<SocketAddr>,
     /// Host name of each resolved address, for the default TLS SNI.
     hosts: HashMap<SocketAddr, String>,
     tls: bool,
@@ -55,11 +57,12 @@ impl Origin {
                 section.name
             ));
         }
-        let balancer = LoadBalancer::try_from_iter(addresses)
+        let balancer = LoadBalancer::try_from_iter(addresses.clone())
             .map_err(|e| format!("cannot build the balancer of `{}`: {e}", section.name))?;
         Ok(Self {
             name: section.name.clone(),
             balancer,
+            addresses,
             hosts,
             tls: section.tls,
             sni: section.sni.clone(),
@@ -84,5 +87,34 @@ impl Origin {
         peer.options.verify_cert = self.verify_certificate;
         peer.options.verify_hostname = self.verify_certificate;
         Some(peer)
+    }
+
+    /// Picks the next server for a subrequest made with `fetch`.
+    ///
+    /// Over TLS the URL names the server name for the certificate, and the
+    /// client is told to connect to the servers' addresses instead.
+    pub fn fetch_target(&self) -> Option<crate::fetch::OriginTarget> {
+        let backend = self.balancer.select(b"", 256)?;
+        let address = *backend.addr.as_inet()?;
+        let mut target = crate::fetch::OriginTarget {
+            base: format!("http://{address}"),
+            resolve: None,
+            verify_certificate: self.verify_certificate,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+        };
+        if self.tls {
+            let name = match &self.sni {
+                Some(sni) => sni.clone(),
+                None => self.hosts.get(&address).cloned().unwrap_or_default(),
+            };
+            if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+                target.base = format!("https://{address}");
+            } else {
+                target.base = format!("https://{name}:{}", address.port());
+                target.resolve = Some((name, self.addresses.clone()));
+            }
+        }
+        Some(target)
     }
 }

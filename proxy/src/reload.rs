@@ -72,6 +72,11 @@ impl Reloader {
         }
     }
 
+    /// The snapshot being served.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     /// Reloads now. `trigger` names the cause in the log.
     pub fn reload(&self, trigger: &str) -> Result<Loaded, Problems> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());

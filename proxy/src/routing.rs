@@ -185,6 +185,10 @@ mod tests {
             on_failure: Default::default(),
             error_status: 500,
             limit_status: 503,
+            env: Default::default(),
+            secrets: Default::default(),
+            fetch: Default::default(),
+            schedule: None,
         }
     }
 

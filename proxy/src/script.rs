@@ -16,11 +16,11 @@ mod vm;
 use std::sync::Mutex;
 
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
-pub use request::{RequestEdits, RequestInput};
+pub use request::{format_number, RequestEdits, RequestInput};
 pub use response::ScriptResponse;
 use std::time::Duration;
 
-pub use vm::{Outcome, Vm, VmSettings};
+pub use vm::{Outcome, ScheduledEvent, Vm, VmSettings};
 
 /// A failure to load or run a script.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,10 @@ pub struct RouteScript {
     /// Bounds the VMs in use at once; a request waits for a permit when
     /// every VM is busy, so memory cannot grow with concurrency.
     permits: tokio::sync::Semaphore,
+    /// The script registered a fetch handler.
+    pub has_fetch_handler: bool,
+    /// The script registered a scheduled handler.
+    pub has_scheduled_handler: bool,
 }
 
 impl RouteScript {
@@ -77,9 +81,13 @@ impl RouteScript {
     ) -> Result<Self, ScriptError> {
         let mut idle = Vec::with_capacity(ready.max(1));
         for _ in 0..ready.max(1) {
-            idle.push(Vm::new(&bytecode, &settings)?);
+            idle.push(Vm::new(&bytecode, &settings).map_err(|e| redact(e, &settings))?);
         }
+        let has_fetch_handler = idle[0].has_fetch_handler();
+        let has_scheduled_handler = idle[0].has_scheduled_handler();
         Ok(Self {
+            has_fetch_handler,
+            has_scheduled_handler,
             route: settings.route.clone(),
             chunk_name: settings.chunk_name.clone(),
             settings,
@@ -115,14 +123,44 @@ impl RouteScript {
         } else {
             self.return_vm(vm);
         }
-        let result = result.map_err(|e| match e.limit {
+        (result.map_err(|e| self.script_error(e)), used)
+    }
+
+    /// Runs the scheduled handler on an idle VM within `cpu_limit`, like
+    /// [`RouteScript::run`] does for requests.
+    pub async fn run_scheduled(
+        &self,
+        event: &ScheduledEvent,
+        cpu_limit: Duration,
+    ) -> (Result<(), ScriptError>, Duration) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return (
+                Err(ScriptError::Setup("the VM pool is closed".into())),
+                Duration::ZERO,
+            );
+        };
+        let vm = match self.take_vm() {
+            Ok(vm) => vm,
+            Err(e) => return (Err(e), Duration::ZERO),
+        };
+        let (result, used) = vm.call_scheduled(event, cpu_limit).await;
+        let hit_limit = matches!(&result, Err(e) if e.limit.is_some());
+        if !hit_limit && !vm.near_memory_limit() {
+            self.return_vm(vm);
+        }
+        (result.map_err(|e| self.script_error(e)), used)
+    }
+
+    /// Turns a failed call into an error whose text holds no secret.
+    fn script_error(&self, error: vm::CallError) -> ScriptError {
+        let text = self.settings.env.redact(&error.error.to_string());
+        match error.limit {
             Some(message) => ScriptError::Limit {
                 message,
-                detail: e.error.to_string(),
+                detail: text,
             },
-            None => ScriptError::Runtime(e.error.to_string()),
-        });
-        (result, used)
+            None => ScriptError::Runtime(text),
+        }
     }
 
     fn take_vm(&self) -> Result<Vm, ScriptError> {
@@ -135,7 +173,7 @@ impl RouteScript {
             Some(vm) => Ok(vm),
             // Every VM is busy: more requests run this script at once than
             // there are worker threads, so the pool grows by one.
-            None => Vm::new(&self.bytecode, &self.settings),
+            None => Vm::new(&self.bytecode, &self.settings).map_err(|e| redact(e, &self.settings)),
         }
     }
 
@@ -149,5 +187,14 @@ impl RouteScript {
         if idle.len() < self.max_idle {
             idle.push(vm);
         }
+    }
+}
+
+/// Removes secret values from the text of a load error.
+fn redact(error: ScriptError, settings: &VmSettings) -> ScriptError {
+    match error {
+        ScriptError::Load(text) => ScriptError::Load(settings.env.redact(&text)),
+        ScriptError::Runtime(text) => ScriptError::Runtime(settings.env.redact(&text)),
+        other => other,
     }
 }

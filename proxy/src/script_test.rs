@@ -235,12 +235,26 @@ async fn load_script(
         }
     };
 
+    let mut env = bindings::RouteEnv::default();
+    for (field, list) in [("env", &mut env.variables), ("secrets", &mut env.secrets)] {
+        let table: Option<Table> = match &options {
+            Some(options) => options.get(field)?,
+            None => None,
+        };
+        if let Some(table) = table {
+            for pair in table.pairs::<String, String>() {
+                list.push(pair?);
+            }
+        }
+    }
     let settings = VmSettings {
         route: "test".to_string(),
         chunk_name: script.to_string(),
         memory_limit: MEMORY_LIMIT,
         kv_store: store,
         kv_namespaces: namespaces,
+        env: Arc::new(env),
+        fetcher: None,
     };
     let route_script = Arc::new(
         RouteScript::new(settings, bytecode, 1)

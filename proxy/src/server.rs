@@ -178,6 +178,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         overrides,
     ));
     control.spawn(reload_on_sighup(reloader.clone()));
+    control.spawn(crate::schedule::run_schedules(shared.clone()));
     control.spawn(exit_when_drained(Duration::from_secs(
         config.file.server.grace_period_seconds,
     )));

@@ -9,11 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bindings::RouteEnv;
 use crate::config::{Config, LimitsSection, OnFailure, Problem, Problems};
+use crate::fetch::Fetcher;
 use crate::kv::KvStore;
 use crate::metrics::RouteMetrics;
 use crate::origin::Origin;
 use crate::routing::Router;
+use crate::schedule::Schedule;
 use crate::script::{RouteScript, ScriptCache, ScriptError, VmSettings};
 
 /// One route, ready to serve.
@@ -30,6 +33,8 @@ pub struct Route {
     pub limit_status: u16,
     /// This route's metric series.
     pub metrics: Arc<RouteMetrics>,
+    /// When the scheduled handler runs: the expression and its parse.
+    pub schedule: Option<(String, Schedule)>,
 }
 
 /// Everything a request needs from the configuration.
@@ -80,6 +85,21 @@ impl Snapshot {
         for section in &config.file.routes {
             let index = section.index;
             let memory_limit = section.limits.memory_bytes.unwrap_or(defaults.memory_bytes);
+            let origin = section
+                .origin
+                .as_ref()
+                .and_then(|name| origins.get(name).cloned());
+            let env = match route_env(config, section) {
+                Ok(env) => Arc::new(env),
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            let schedule = section
+                .schedule
+                .as_ref()
+                .and_then(|text| Some((text.clone(), crate::schedule::parse(text).ok()?)));
             let script = match &section.script {
                 None => None,
                 Some(script) => {
@@ -94,9 +114,39 @@ impl Snapshot {
                         memory_limit,
                         kv_store: kv_store.clone(),
                         kv_namespaces: section.kv.clone(),
+                        env: env.clone(),
+                        fetcher: Some(Arc::new(Fetcher::new(
+                            &section.name,
+                            &section.fetch,
+                            origin.clone(),
+                        ))),
                     };
                     match load_script(&path, settings, cache, vms_per_script) {
-                        Ok(script) => Some(Arc::new(script)),
+                        Ok(script) => {
+                            let missing = if schedule.is_some() && !script.has_scheduled_handler {
+                                Some((
+                                    "schedule",
+                                    "the route has a schedule but its script registers no \
+                                     scheduled handler; call add_event_listener(\"scheduled\", \
+                                     function(event) ... end)",
+                                ))
+                            } else if section.schedule.is_none() && !script.has_fetch_handler {
+                                Some((
+                                    "script",
+                                    "the script registers no fetch handler; call \
+                                     add_event_listener(\"fetch\", function(request) ... end), \
+                                     or set a `schedule` for a scheduled handler",
+                                ))
+                            } else {
+                                None
+                            };
+                            if let Some((field, message)) = missing {
+                                problems.push(
+                                    config.problem(format!("routes[{index}].{field}"), message),
+                                );
+                            }
+                            Some(Arc::new(script))
+                        }
                         Err(LoadFailure::Problem(problem)) => {
                             problems.push(problem);
                             None
@@ -111,10 +161,6 @@ impl Snapshot {
                     }
                 }
             };
-            let origin = section
-                .origin
-                .as_ref()
-                .and_then(|name| origins.get(name).cloned());
             let cpu_ms = section.limits.cpu_ms.unwrap_or(defaults.cpu_ms);
             routes.push(Route {
                 name: section.name.clone(),
@@ -129,6 +175,7 @@ impl Snapshot {
                 error_status: section.error_status,
                 limit_status: section.limit_status,
                 metrics: Arc::new(RouteMetrics::new(&section.name)),
+                schedule,
             });
         }
 
@@ -142,6 +189,52 @@ impl Snapshot {
             script_count: script_files.len(),
         })
     }
+}
+
+/// Reads the variables and secrets of a route; a secret that cannot be
+/// read is a problem of the config, reported without its value.
+fn route_env(config: &Config, section: &crate::config::RouteSection) -> Result<RouteEnv, Problem> {
+    let index = section.index;
+    let mut env = RouteEnv {
+        variables: section
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        secrets: Vec::new(),
+    };
+    for (name, source) in &section.secrets {
+        let key = format!("routes[{index}].secrets.{name}");
+        let value = match (&source.env, &source.file) {
+            (Some(variable), None) => std::env::var(variable).map_err(|_| {
+                config.problem(
+                    key.clone(),
+                    format!(
+                        "secret `{name}` comes from the environment variable `{variable}`, \
+                         which is not set (or not UTF-8); set it for the proxy process"
+                    ),
+                )
+            })?,
+            (None, Some(file)) => {
+                let path = config.script_path(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    config.problem(
+                        key.clone(),
+                        format!(
+                            "secret `{name}` comes from `{}`, which cannot be read: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                text.strip_suffix('\r').unwrap_or(text).to_string()
+            }
+            // Reported by `config::load`.
+            _ => continue,
+        };
+        env.secrets.push((name.clone(), value));
+    }
+    Ok(env)
 }
 
 enum LoadFailure {

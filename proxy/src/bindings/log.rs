@@ -20,8 +20,17 @@ pub struct MemoryLimit(pub usize);
 /// Maximum length of a logged message, in bytes. The rest is cut.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// The id of the request being handled, stored as app data per call.
-pub struct CurrentRequest(pub String);
+/// Most lines one handler call may log; later lines are dropped.
+pub const MAX_LINES_PER_CALL: u32 = 100;
+
+/// The request being handled, stored as app data and reset per call.
+#[derive(Default)]
+pub struct CurrentRequest {
+    /// Request id, empty for scheduled runs.
+    pub id: String,
+    /// Lines logged so far in this call.
+    pub lines: u32,
+}
 
 #[derive(Clone, Copy)]
 enum Level {
@@ -55,36 +64,68 @@ pub fn create_print(lua: &Lua) -> Result<mlua::Function> {
 
 /// Joins the arguments with spaces, as `print` does, and logs them.
 fn write(lua: &Lua, level: Level, args: MultiValue) -> Result<()> {
-    let mut message = String::new();
-    'values: for (index, value) in args.iter().enumerate() {
+    let request_id = {
+        let Some(mut request) = lua.app_data_mut::<CurrentRequest>() else {
+            return Ok(());
+        };
+        request.lines += 1;
+        if request.lines > MAX_LINES_PER_CALL {
+            if request.lines == MAX_LINES_PER_CALL + 1 {
+                let identity = lua.app_data_ref::<ScriptIdentity>();
+                let route = identity.as_ref().map_or("", |i| i.route.as_str());
+                tracing::warn!(
+                    target: SCRIPT_TARGET,
+                    route,
+                    request_id = request.id.as_str(),
+                    "the script logged {MAX_LINES_PER_CALL} lines for one request; its further \
+                     lines for this request are dropped"
+                );
+            }
+            return Ok(());
+        }
+        request.id.clone()
+    };
+    // Secrets are removed before the line is cut, so that no part of one
+    // survives at the cut.
+    let mut raw = String::new();
+    for (index, value) in args.iter().enumerate() {
+        if raw.len() > 2 * MAX_MESSAGE_BYTES {
+            break;
+        }
         if index > 0 {
-            message.push(' ');
+            raw.push(' ');
         }
         let text = value
             .to_string()
             .unwrap_or_else(|_| value.type_name().into());
-        // Control characters are escaped, so that a script cannot start a
-        // line of its own in a text log.
-        for c in text.chars() {
-            if message.len() >= MAX_MESSAGE_BYTES {
-                message.push_str("...");
-                break 'values;
-            }
-            match c {
-                '\n' => message.push_str("\\n"),
-                '\r' => message.push_str("\\r"),
-                c if c.is_control() && c != '\t' => {
-                    message.push_str(&format!("\\u{{{:x}}}", c as u32))
-                }
-                c => message.push(c),
-            }
+        let mut end = text.len().min(2 * MAX_MESSAGE_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        raw.push_str(&text[..end]);
+    }
+    if let Some(env) = lua.app_data_ref::<super::RouteEnv>() {
+        raw = env.redact(&raw);
+    }
+    let mut message = String::new();
+    // Control characters are escaped, so that a script cannot start a
+    // line of its own in a text log.
+    for c in raw.chars() {
+        if message.len() >= MAX_MESSAGE_BYTES {
+            message.push_str("...");
+            break;
+        }
+        match c {
+            '\n' => message.push_str("\\n"),
+            '\r' => message.push_str("\\r"),
+            c if c.is_control() && c != '\t' => message.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => message.push(c),
         }
     }
     let identity = lua.app_data_ref::<ScriptIdentity>();
     let route = identity.as_ref().map_or("", |i| i.route.as_str());
     let script = identity.as_ref().map_or("", |i| i.script.as_str());
-    let request = lua.app_data_ref::<CurrentRequest>();
-    let request_id = request.as_ref().map_or("", |r| r.0.as_str());
+    let request_id = request_id.as_str();
     match level {
         Level::Debug => {
             tracing::debug!(target: SCRIPT_TARGET, route, script, request_id, "{message}")

@@ -343,6 +343,63 @@ pub struct RouteSection {
     /// Status sent when the script exceeds its CPU or memory limit.
     #[serde(default = "default_limit_status")]
     pub limit_status: u16,
+    /// Plain variables the script reads from `env`.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Secrets the script reads from `env`, each taken from an environment
+    /// variable or a file.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+    /// What `fetch` may reach from this route.
+    #[serde(default)]
+    pub fetch: FetchSection,
+    /// Cron expression on which the script's scheduled handler runs.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// Where one secret comes from: exactly one of the two fields is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Name of an environment variable of the proxy process.
+    pub env: Option<String>,
+    /// File that holds the secret, relative to the config file's directory;
+    /// one trailing newline is removed.
+    pub file: Option<String>,
+}
+
+/// Limits and permissions of `fetch` on one route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchSection {
+    /// Hosts the script may fetch, such as `api.example.com` or
+    /// `*.example.com`; empty allows every host with a public address.
+    pub allow: Vec<String>,
+    /// Also allow loopback, private and link-local addresses.
+    pub allow_private: bool,
+    /// Most subrequests one request (or one scheduled run) may make.
+    pub max_requests: u32,
+    /// Most subrequests in flight at once for one request.
+    pub max_in_flight: usize,
+    /// Milliseconds a subrequest may take, body included; a script may
+    /// ask for less.
+    pub timeout_ms: u64,
+    /// Largest response body, in bytes, read for the script.
+    pub max_response_bytes: usize,
+}
+
+impl Default for FetchSection {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            allow_private: false,
+            max_requests: 50,
+            max_in_flight: 6,
+            timeout_ms: 10_000,
+            max_response_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 /// The whole file.

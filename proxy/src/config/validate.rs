@@ -427,11 +427,12 @@ fn check_route(
     origins: &HashSet<&str>,
     problem: &mut impl FnMut(String, String),
 ) {
-    if route.hosts.is_empty() && !route.default {
+    if route.hosts.is_empty() && !route.default && route.schedule.is_none() {
         problem(
             format!("{key}.hosts"),
             format!(
-                "route `{}` has no hosts; list host names or set `default: true`",
+                "route `{}` has no hosts; list host names, set `default: true`, or set a \
+                 `schedule` for a route that only runs on a schedule",
                 route.name
             ),
         );
@@ -512,11 +513,103 @@ fn check_route(
             ),
         );
     }
+    check_env(route, key, problem);
+    check_fetch(&route.fetch, key, problem);
+    if let Some(schedule) = &route.schedule {
+        if route.script.is_none() {
+            problem(
+                format!("{key}.schedule"),
+                format!(
+                    "route `{}` has a schedule but no script to run on it; set `script`",
+                    route.name
+                ),
+            );
+        }
+        if let Err(message) = crate::schedule::parse(schedule) {
+            problem(format!("{key}.schedule"), message);
+        }
+    }
     if let Some(origin) = &route.origin {
         if !origins.contains(origin.as_str()) {
             problem(
                 format!("{key}.origin"),
                 format!("origin `{origin}` is not defined under `origins`"),
+            );
+        }
+    }
+}
+
+/// Checks the names of `env` and `secrets` and where secrets come from;
+/// whether a secret can be read is checked when the snapshot is built.
+fn check_env(route: &RouteSection, key: &str, problem: &mut impl FnMut(String, String)) {
+    let names = route
+        .env
+        .keys()
+        .map(|name| ("env", name))
+        .chain(route.secrets.keys().map(|name| ("secrets", name)));
+    for (section, name) in names {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            problem(
+                format!("{key}.{section}.{name}"),
+                format!(
+                    "`{name}` is not a valid name; use letters, digits and `_`, not starting \
+                     with a digit, so that scripts can write env.{{NAME}}"
+                ),
+            );
+        }
+    }
+    for name in route.secrets.keys() {
+        if route.env.contains_key(name) {
+            problem(
+                format!("{key}.secrets.{name}"),
+                format!("`{name}` is both a variable under `env` and a secret; rename one"),
+            );
+        }
+    }
+    for (name, source) in &route.secrets {
+        let key = format!("{key}.secrets.{name}");
+        match (&source.env, &source.file) {
+            (Some(_), Some(_)) | (None, None) => problem(
+                key,
+                format!(
+                    "secret `{name}` must name exactly one source: `env: VARIABLE` or \
+                     `file: path`"
+                ),
+            ),
+            (Some(variable), None) if variable.is_empty() => problem(
+                key,
+                format!("secret `{name}` names an empty environment variable"),
+            ),
+            (None, Some(file)) if file.is_empty() => {
+                problem(key, format!("secret `{name}` names an empty file path"))
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_fetch(
+    fetch: &crate::config::FetchSection,
+    key: &str,
+    problem: &mut impl FnMut(String, String),
+) {
+    for (index, host) in fetch.allow.iter().enumerate() {
+        if let Err(message) = crate::fetch::HostRule::parse(host) {
+            problem(format!("{key}.fetch.allow[{index}]"), message);
+        }
+    }
+    for (field, value) in [
+        ("max_requests", u64::from(fetch.max_requests)),
+        ("max_in_flight", fetch.max_in_flight as u64),
+        ("timeout_ms", fetch.timeout_ms),
+        ("max_response_bytes", fetch.max_response_bytes as u64),
+    ] {
+        if value == 0 {
+            problem(
+                format!("{key}.fetch.{field}"),
+                format!("{field} must be at least 1"),
             );
         }
     }

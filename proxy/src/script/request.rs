@@ -271,7 +271,8 @@ pub fn scalar_bytes(field: &str, name: &str, value: Value) -> Result<Vec<u8>> {
     }
 }
 
-fn format_number(n: f64) -> String {
+/// Formats a Lua number as text: integral values without a fraction.
+pub fn format_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
         (n as i64).to_string()
     } else {

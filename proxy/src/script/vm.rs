@@ -79,12 +79,25 @@ pub struct VmSettings {
     pub kv_store: Option<Arc<dyn KvStore>>,
     /// Namespaces the route declared.
     pub kv_namespaces: Vec<String>,
+    /// Variables and secrets the route declared.
+    pub env: Arc<bindings::RouteEnv>,
+    /// What `fetch` may reach; `None` where subrequests are not available.
+    pub fetcher: Option<Arc<crate::fetch::Fetcher>>,
+}
+
+/// The event passed to a scheduled handler.
+pub struct ScheduledEvent {
+    /// The cron expression that fired, or `manual` for a run by hand.
+    pub cron: String,
+    /// Time the run was due, in milliseconds since the Unix epoch.
+    pub scheduled_time_ms: i64,
 }
 
 /// A sandboxed Luau state with the script loaded and its handler found.
 pub struct Vm {
     lua: Lua,
-    handler: Function,
+    handler: Option<Function>,
+    scheduled: Option<Function>,
     headers_metatable: Table,
     budget: Arc<Budget>,
     memory_limit: usize,
@@ -109,6 +122,12 @@ impl Vm {
             route: settings.route.clone(),
             namespaces: settings.kv_namespaces.clone(),
         });
+        lua.set_app_data((*settings.env).clone());
+        lua.set_app_data(bindings::FetchAccess {
+            fetcher: settings.fetcher.clone(),
+        });
+        lua.set_app_data(bindings::FetchCall::default());
+        lua.set_app_data(bindings::CurrentRequest::default());
         bindings::install(&lua).map_err(setup)?;
         let headers_metatable: Table = lua
             .load(HEADERS_METATABLE)
@@ -116,6 +135,8 @@ impl Vm {
             .eval()
             .map_err(setup)?;
         headers_metatable.set_readonly(true);
+        lua.set_named_registry_value(bindings::HEADERS_METATABLE, &headers_metatable)
+            .map_err(setup)?;
         restrict_globals(&lua).map_err(setup)?;
         lua.sandbox(true).map_err(setup)?;
         lua.set_memory_limit(memory_limit).map_err(setup)?;
@@ -140,12 +161,18 @@ impl Vm {
         loaded.map_err(|e| ScriptError::Load(e.to_string()))?;
         let handler = lua
             .named_registry_value::<Option<Function>>(bindings::FETCH_LISTENER)
-            .map_err(setup)?
-            .ok_or(ScriptError::NoHandler)?;
+            .map_err(setup)?;
+        let scheduled = lua
+            .named_registry_value::<Option<Function>>(bindings::SCHEDULED_LISTENER)
+            .map_err(setup)?;
+        if handler.is_none() && scheduled.is_none() {
+            return Err(ScriptError::NoHandler);
+        }
 
         Ok(Self {
             lua,
             handler,
+            scheduled,
             headers_metatable,
             budget,
             memory_limit,
@@ -169,12 +196,12 @@ impl Vm {
         (self.classify(result, cpu_limit, out_of_time), used)
     }
 
-    fn classify(
+    fn classify<T>(
         &self,
-        result: mlua::Result<Outcome>,
+        result: mlua::Result<T>,
         cpu_limit: Duration,
         out_of_time: bool,
-    ) -> Result<Outcome, CallError> {
+    ) -> Result<T, CallError> {
         if out_of_time {
             let message = format!("CPU time limit of {} ms exceeded", cpu_limit.as_millis());
             let error = match result {
@@ -199,6 +226,48 @@ impl Vm {
         }
     }
 
+    /// True when the script registered a fetch handler.
+    pub fn has_fetch_handler(&self) -> bool {
+        self.handler.is_some()
+    }
+
+    /// True when the script registered a scheduled handler.
+    pub fn has_scheduled_handler(&self) -> bool {
+        self.scheduled.is_some()
+    }
+
+    /// Calls the scheduled handler within `cpu_limit`; returns the result
+    /// and the CPU time the handler used.
+    pub async fn call_scheduled(
+        &self,
+        event: &ScheduledEvent,
+        cpu_limit: Duration,
+    ) -> (Result<(), CallError>, Duration) {
+        self.budget.arm(cpu_limit);
+        let result = Metered {
+            inner: Box::pin(self.call_scheduled_handler(event)),
+            budget: &self.budget,
+        }
+        .await;
+        let (used, out_of_time) = self.budget.disarm();
+        (self.classify(result, cpu_limit, out_of_time), used)
+    }
+
+    async fn call_scheduled_handler(&self, event: &ScheduledEvent) -> mlua::Result<()> {
+        let Some(handler) = &self.scheduled else {
+            return Err(mlua::Error::runtime(
+                "the script registers no scheduled handler; call \
+                 add_event_listener(\"scheduled\", function(event) ... end)",
+            ));
+        };
+        self.lua.set_app_data(bindings::CurrentRequest::default());
+        self.lua.set_app_data(bindings::FetchCall::default());
+        let table = self.lua.create_table()?;
+        table.raw_set("cron", event.cron.as_str())?;
+        table.raw_set("scheduled_time", event.scheduled_time_ms)?;
+        handler.call_async::<()>(table).await
+    }
+
     /// Returns true when the VM uses so much of its memory limit that it
     /// should be replaced, for example after a script caught a memory error.
     pub fn near_memory_limit(&self) -> bool {
@@ -206,11 +275,23 @@ impl Vm {
     }
 
     async fn call_handler(&self, input: &RequestInput<'_>) -> mlua::Result<Outcome> {
-        self.lua
-            .set_app_data(bindings::CurrentRequest(input.request_id.to_string()));
+        let Some(handler) = &self.handler else {
+            return Err(mlua::Error::runtime(
+                "the script registers no fetch handler, so this route cannot answer requests; \
+                 call add_event_listener(\"fetch\", function(request) ... end)",
+            ));
+        };
+        self.lua.set_app_data(bindings::CurrentRequest {
+            id: input.request_id.to_string(),
+            lines: 0,
+        });
+        self.lua.set_app_data(bindings::FetchCall {
+            host: Some(input.host.to_string()),
+            used: 0,
+        });
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
         // Called as a coroutine, so that the interrupt can make it yield.
-        let returned: Value = self.handler.call_async(&request).await?;
+        let returned: Value = handler.call_async(&request).await?;
         match returned {
             Value::Nil => Ok(Outcome::FallThrough(request::edits(&request, input)?)),
             Value::Table(table) => Ok(Outcome::Respond(response::from_table(&table)?)),

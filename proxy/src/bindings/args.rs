@@ -1,0 +1,45 @@
+//! Checks of the arguments that scripts pass to bindings.
+//!
+//! mlua's own conversion errors name a Rust type; these name the Lua
+//! function, the argument and what to pass instead.
+
+use mlua::{Error, LuaString, Result, Value};
+
+/// Returns argument `position` of `function` as a string; numbers are not
+/// accepted, so that a digest of `1` is never a digest of `"1"` by accident.
+pub fn string(function: &str, position: usize, value: Value) -> Result<LuaString> {
+    match value {
+        Value::String(text) => Ok(text),
+        other => Err(Error::runtime(format!(
+            "{function}: argument {position} must be a string, not a {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Returns argument `position` of `function` as a whole number in `range`.
+pub fn integer(
+    function: &str,
+    position: usize,
+    value: Value,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64> {
+    let number = match value {
+        Value::Integer(n) => n as f64,
+        Value::Number(n) => n,
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: argument {position} must be a number, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    if number.fract() != 0.0 || number < *range.start() as f64 || number > *range.end() as f64 {
+        return Err(Error::runtime(format!(
+            "{function}: argument {position} is {number}; pass a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(number as i64)
+}

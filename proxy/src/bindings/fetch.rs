@@ -1,0 +1,370 @@
+//! `fetch(url_or_request, options)` and `fetch_all(list)`: subrequests
+//! from a script.
+//!
+//! The VM holds its route's [`Fetcher`] as app data and a [`FetchCall`]
+//! that the runtime resets for every request: the incoming host and the
+//! number of subrequests made so far. Both functions are async, so the
+//! script yields while the subrequest is in flight.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use http::{HeaderName, HeaderValue, Method};
+use mlua::{Error, Lua, Result, Table, Value};
+
+use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+
+/// Registry key of the metatable that makes header names case-insensitive.
+pub const HEADERS_METATABLE: &str = "actias.headers.metatable";
+
+/// The fetch settings of the VM's route, stored as app data.
+pub struct FetchAccess {
+    /// `None` in VMs that cannot fetch, as in `actias check`.
+    pub fetcher: Option<Arc<Fetcher>>,
+}
+
+/// Per-call state, reset by the runtime before each handler call.
+#[derive(Default)]
+pub struct FetchCall {
+    /// Host of the request being handled; `None` for scheduled runs.
+    pub host: Option<String>,
+    /// Subrequests made so far in this call.
+    pub used: u32,
+}
+
+/// Headers that describe one connection or its framing; the client sets
+/// its own.
+const CONNECTION_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Installs `fetch` and `fetch_all`.
+pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
+    globals.raw_set(
+        "fetch",
+        lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
+            let request = build_request("fetch", &target, &options)?;
+            let (fetcher, host) = reserve(&lua, 1)?;
+            let response = send(&fetcher, request, host.as_deref()).await;
+            response_table(&lua, response?)
+        })?,
+    )?;
+    globals.raw_set(
+        "fetch_all",
+        lua.create_async_function(|lua, list: Value| async move {
+            let Value::Table(list) = list else {
+                return Err(Error::runtime(format!(
+                    "fetch_all: argument 1 must be a list of URLs or request tables, not a {}",
+                    list.type_name()
+                )));
+            };
+            let mut requests = Vec::new();
+            for (index, item) in list.sequence_values::<Value>().enumerate() {
+                let function = format!("fetch_all: item {}", index + 1);
+                requests.push(build_request(&function, &item?, &Value::Nil)?);
+            }
+            let (fetcher, host) = reserve(&lua, requests.len() as u32)?;
+            let in_flight = fetcher.max_in_flight;
+            let responses: Vec<FetchResponse> = stream::iter(requests)
+                .map(|request| send(&fetcher, request, host.as_deref()))
+                .buffered(in_flight)
+                .try_collect()
+                .await?;
+            let out = lua.create_table_with_capacity(responses.len(), 0)?;
+            for response in responses {
+                out.raw_push(response_table(&lua, response)?)?;
+            }
+            Ok(out)
+        })?,
+    )?;
+    Ok(())
+}
+
+/// Counts `count` subrequests against the route's cap and returns the
+/// fetcher and the incoming host.
+fn reserve(lua: &Lua, count: u32) -> Result<(Arc<Fetcher>, Option<String>)> {
+    let fetcher = lua
+        .app_data_ref::<FetchAccess>()
+        .and_then(|access| access.fetcher.clone())
+        .ok_or_else(|| Error::runtime("fetch: subrequests are not available in this process"))?;
+    let mut call = lua
+        .app_data_mut::<FetchCall>()
+        .ok_or_else(|| Error::runtime("fetch: subrequests are not available in this process"))?;
+    let after = call.used.saturating_add(count);
+    if after > fetcher.max_requests {
+        crate::metrics::METRICS
+            .fetch_requests
+            .with_label_values(&[fetcher.route(), "cap"])
+            .inc_by(u64::from(count));
+        return Err(Error::runtime(format!(
+            "fetch: this request may make at most {} subrequests (the route's \
+             fetch.max_requests) and has made {}",
+            fetcher.max_requests, call.used
+        )));
+    }
+    call.used = after;
+    Ok((fetcher, call.host.clone()))
+}
+
+async fn send(
+    fetcher: &Fetcher,
+    request: FetchRequest,
+    host: Option<&str>,
+) -> Result<FetchResponse> {
+    let started = Instant::now();
+    let result = fetcher.send(request, host).await;
+    let metrics = &crate::metrics::METRICS;
+    metrics
+        .fetch_duration
+        .with_label_values(&[fetcher.route()])
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics
+        .fetch_requests
+        .with_label_values(&[fetcher.route(), outcome])
+        .inc();
+    result.map_err(|e: FetchError| Error::runtime(format!("fetch: {e}")))
+}
+
+/// Reads the target and options of one subrequest.
+fn build_request(function: &str, target: &Value, options: &Value) -> Result<FetchRequest> {
+    let options = match options {
+        Value::Nil => None,
+        Value::Table(options) => Some(options),
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: the options must be a table, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let (url, base) = match target {
+        Value::String(url) => (url.to_string_lossy(), None),
+        Value::Table(table) => match table.raw_get::<Value>("url")? {
+            Value::String(url) => (url.to_string_lossy(), Some(table)),
+            other => {
+                return Err(Error::runtime(format!(
+                    "{function}: the request table needs a string `url`, not a {}",
+                    other.type_name()
+                )))
+            }
+        },
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: argument 1 must be a URL string or a request table, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let url = url::Url::parse(&url).map_err(|e| {
+        Error::runtime(format!(
+            "{function}: `{url}` is not an absolute URL ({e}); pass a URL such as \
+             \"https://api.example.com/items\""
+        ))
+    })?;
+    // A field of the options wins over the same field of the request table.
+    let field = |name: &str| -> Result<Value> {
+        if let Some(options) = options {
+            let value: Value = options.raw_get(name)?;
+            if !value.is_nil() {
+                return Ok(value);
+            }
+        }
+        match base {
+            Some(table) => table.raw_get(name),
+            None => Ok(Value::Nil),
+        }
+    };
+    let method = match field("method")? {
+        Value::Nil => Method::GET,
+        Value::String(method) => Method::from_bytes(
+            method.to_string_lossy().to_ascii_uppercase().as_bytes(),
+        )
+        .map_err(|_| {
+            Error::runtime(format!(
+                "{function}: `{}` is not an HTTP method; use GET, POST and so on",
+                method.to_string_lossy()
+            ))
+        })?,
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: method must be a string, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let headers = read_headers(function, field("headers")?)?;
+    let body = match field("body")? {
+        Value::Nil => None,
+        Value::String(body) => Some(Bytes::copy_from_slice(&body.as_bytes())),
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: body must be a string, not a {}; encode tables with json.stringify",
+                other.type_name()
+            )))
+        }
+    };
+    let timeout = match options
+        .map(|o| o.raw_get::<Value>("timeout_ms"))
+        .transpose()?
+    {
+        None | Some(Value::Nil) => None,
+        Some(Value::Integer(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+        Some(Value::Number(ms)) if ms >= 1.0 && ms.is_finite() => {
+            Some(Duration::from_millis(ms as u64))
+        }
+        Some(other) => {
+            return Err(Error::runtime(format!(
+                "{function}: timeout_ms must be a positive number of milliseconds, not {}",
+                describe_value(&other)
+            )))
+        }
+    };
+    let follow_redirects = match options
+        .map(|o| o.raw_get::<Value>("redirect"))
+        .transpose()?
+    {
+        None | Some(Value::Nil) => true,
+        Some(Value::String(mode)) if mode == "follow" => true,
+        Some(Value::String(mode)) if mode == "manual" => false,
+        Some(other) => {
+            return Err(Error::runtime(format!(
+                "{function}: redirect must be \"follow\" or \"manual\", not {}",
+                describe_value(&other)
+            )))
+        }
+    };
+    if let Some(options) = options {
+        for pair in options.clone().pairs::<Value, Value>() {
+            let (key, _) = pair?;
+            let known = matches!(&key, Value::String(k)
+                if ["method", "headers", "body", "timeout_ms", "redirect"]
+                    .iter()
+                    .any(|name| k == *name));
+            if !known {
+                return Err(Error::runtime(format!(
+                    "{function}: unknown option {}; the options are method, headers, body, \
+                     timeout_ms and redirect",
+                    describe_value(&key)
+                )));
+            }
+        }
+    }
+    Ok(FetchRequest {
+        method,
+        url,
+        headers,
+        body,
+        timeout,
+        follow_redirects,
+    })
+}
+
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("\"{}\"", text.to_string_lossy()),
+        Value::Integer(n) => n.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
+/// Reads a headers table: names to a string, a number or a list of them.
+fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    let headers = match headers {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Table(headers) => headers,
+        other => {
+            return Err(Error::runtime(format!(
+                "{function}: headers must be a table, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    for pair in headers.pairs::<Value, Value>() {
+        let (name, value) = pair?;
+        let Value::String(name) = name else {
+            return Err(Error::runtime(format!(
+                "{function}: header names must be strings, found a {}",
+                name.type_name()
+            )));
+        };
+        let name_text = name.to_string_lossy();
+        let header = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+            Error::runtime(format!(
+                "{function}: `{name_text}` is not a valid header name"
+            ))
+        })?;
+        if CONNECTION_HEADERS.contains(&header.as_str()) {
+            continue;
+        }
+        let values = match value {
+            Value::Table(list) => list
+                .sequence_values::<Value>()
+                .collect::<Result<Vec<_>>>()?,
+            value => vec![value],
+        };
+        for value in values {
+            let bytes = match &value {
+                Value::String(text) => text.as_bytes().to_vec(),
+                Value::Integer(n) => n.to_string().into_bytes(),
+                Value::Number(n) => crate::script::format_number(*n).into_bytes(),
+                other => {
+                    return Err(Error::runtime(format!(
+                        "{function}: header `{name_text}` has a {} value; use a string, a \
+                         number or a list of them",
+                        other.type_name()
+                    )))
+                }
+            };
+            let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                Error::runtime(format!(
+                    "{function}: header `{name_text}` has a value with a newline or another \
+                     control character"
+                ))
+            })?;
+            out.push((header.clone(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// Converts a response to `{status, ok, url, headers, body}`.
+fn response_table(lua: &Lua, response: FetchResponse) -> Result<Table> {
+    let table = lua.create_table_with_capacity(0, 5)?;
+    table.raw_set("status", response.status)?;
+    table.raw_set("ok", (200..300).contains(&response.status))?;
+    table.raw_set("url", response.url)?;
+    let headers = lua.create_table()?;
+    for (name, value) in response.headers {
+        let value = lua.create_string(&value)?;
+        match headers.raw_get::<Value>(name.as_str())? {
+            Value::Nil => headers.raw_set(name, value)?,
+            Value::Table(list) => list.raw_push(value)?,
+            first => {
+                let list = lua.create_sequence_from([first, Value::String(value)])?;
+                headers.raw_set(name, list)?;
+            }
+        }
+    }
+    if let Ok(Some(metatable)) = lua.named_registry_value::<Option<Table>>(HEADERS_METATABLE) {
+        headers.set_metatable(Some(metatable))?;
+    }
+    table.raw_set("headers", headers)?;
+    table.raw_set("body", lua.create_string(&response.body)?)?;
+    Ok(table)
+}

@@ -1,0 +1,206 @@
+//! `url`: parsing URLs, percent-encoding, and query strings to and from
+//! tables.
+
+use std::collections::BTreeMap;
+
+use mlua::{Error, Lua, Result, Table, Value};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+use super::args;
+
+/// Bytes that `url.encode` leaves as they are: RFC 3986's unreserved set.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Creates the `url` table.
+pub fn create(lua: &Lua) -> Result<Table> {
+    let table = lua.create_table()?;
+    table.raw_set("parse", lua.create_function(parse)?)?;
+    table.raw_set(
+        "encode",
+        lua.create_function(|lua, text: Value| {
+            let text = args::string("url.encode", 1, text)?;
+            lua.create_string(encode(&text.as_bytes()))
+        })?,
+    )?;
+    table.raw_set(
+        "decode",
+        lua.create_function(|lua, text: Value| {
+            let text = args::string("url.decode", 1, text)?;
+            lua.create_string(decode("url.decode", &text.as_bytes(), false)?)
+        })?,
+    )?;
+    table.raw_set("parse_query", lua.create_function(parse_query)?)?;
+    table.raw_set("build_query", lua.create_function(build_query)?)?;
+    table.set_readonly(true);
+    Ok(table)
+}
+
+/// Percent-encodes every byte outside the unreserved set.
+pub fn encode(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
+}
+
+/// Decodes `%XX` escapes, and `+` as a space when `plus_is_space`.
+fn decode(function: &str, bytes: &[u8], plus_is_space: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let digits = bytes.get(i + 1..i + 3).and_then(|pair| {
+                    let text = std::str::from_utf8(pair).ok()?;
+                    u8::from_str_radix(text, 16).ok()
+                });
+                let Some(byte) = digits else {
+                    return Err(Error::runtime(format!(
+                        "{function}: invalid escape at offset {i}: `%` must be followed by two \
+                         hexadecimal digits; write a literal `%` as %25"
+                    )));
+                };
+                out.push(byte);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `url.parse(text)`: the parts of an absolute URL.
+fn parse(lua: &Lua, text: Value) -> Result<Table> {
+    let text = args::string("url.parse", 1, text)?;
+    let text = text.to_str().map_err(|_| {
+        Error::runtime("url.parse: the URL is not valid UTF-8; percent-encode other bytes")
+    })?;
+    let parsed = url::Url::parse(&text).map_err(|e| {
+        Error::runtime(format!(
+            "url.parse: `{}` is not an absolute URL ({e}); pass a URL such as \
+             \"https://example.com/path?q=1\"",
+            truncate(&text)
+        ))
+    })?;
+    let table = lua.create_table()?;
+    table.raw_set("href", parsed.as_str())?;
+    table.raw_set("scheme", parsed.scheme())?;
+    if !parsed.username().is_empty() {
+        table.raw_set("username", parsed.username())?;
+    }
+    if let Some(password) = parsed.password() {
+        table.raw_set("password", password)?;
+    }
+    if let Some(host) = parsed.host_str() {
+        table.raw_set("host", host)?;
+    }
+    if let Some(port) = parsed.port_or_known_default() {
+        table.raw_set("port", port)?;
+    }
+    table.raw_set("path", parsed.path())?;
+    if let Some(query) = parsed.query() {
+        table.raw_set("query", query)?;
+    }
+    if let Some(fragment) = parsed.fragment() {
+        table.raw_set("fragment", fragment)?;
+    }
+    Ok(table)
+}
+
+/// `url.parse_query(text)`: names to values; a repeated name gets a list.
+fn parse_query(lua: &Lua, text: Value) -> Result<Table> {
+    let text = args::string("url.parse_query", 1, text)?;
+    let text = text.as_bytes();
+    let text = text.strip_prefix(b"?").unwrap_or(&text);
+    let table = lua.create_table()?;
+    for pair in text.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        let name = lua.create_string(decode("url.parse_query", name, true)?)?;
+        let value = lua.create_string(decode("url.parse_query", value, true)?)?;
+        match table.raw_get::<Value>(&name)? {
+            Value::Nil => table.raw_set(name, value)?,
+            Value::Table(list) => list.raw_push(value)?,
+            first => {
+                let list = lua.create_sequence_from([first, Value::String(value)])?;
+                table.raw_set(name, list)?;
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// `url.build_query(table)`: a query string with names in sorted order.
+fn build_query(_: &Lua, table: Value) -> Result<String> {
+    let Value::Table(table) = table else {
+        return Err(Error::runtime(format!(
+            "url.build_query: argument 1 must be a table of names to values, not a {}",
+            table.type_name()
+        )));
+    };
+    let mut pairs = BTreeMap::new();
+    for entry in table.pairs::<Value, Value>() {
+        let (name, value) = entry?;
+        let name = match name {
+            Value::String(name) => name.as_bytes().to_vec(),
+            other => {
+                return Err(Error::runtime(format!(
+                    "url.build_query: names must be strings, found a {} key",
+                    other.type_name()
+                )))
+            }
+        };
+        let values = match value {
+            Value::Table(list) => list
+                .sequence_values::<Value>()
+                .map(|value| query_value(&name, value?))
+                .collect::<Result<Vec<_>>>()?,
+            value => vec![query_value(&name, value)?],
+        };
+        pairs.insert(name, values);
+    }
+    let mut out = String::new();
+    for (name, values) in pairs {
+        for value in values {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(&encode(&name));
+            out.push('=');
+            out.push_str(&encode(&value));
+        }
+    }
+    Ok(out)
+}
+
+fn query_value(name: &[u8], value: Value) -> Result<Vec<u8>> {
+    match value {
+        Value::String(text) => Ok(text.as_bytes().to_vec()),
+        Value::Integer(n) => Ok(n.to_string().into_bytes()),
+        Value::Number(n) => Ok(crate::script::format_number(n).into_bytes()),
+        Value::Boolean(b) => Ok(b.to_string().into_bytes()),
+        other => Err(Error::runtime(format!(
+            "url.build_query: the value of `{}` is a {}; use a string, number, boolean or a \
+             list of them",
+            String::from_utf8_lossy(name),
+            other.type_name()
+        ))),
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

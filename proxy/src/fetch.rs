@@ -1,0 +1,530 @@
+//! Subrequests that scripts make with `fetch`: which hosts and addresses a
+//! route may reach, the HTTP clients, and the per-request caps.
+//!
+//! A subrequest whose host is the incoming request's host goes to the
+//! route's origin, like a fall-through request, so a handler can change the
+//! origin's response. Every other subrequest is checked against the
+//! route's allow-list, and each address its host resolves to must be
+//! public unless the route allows private ones; redirects are checked the
+//! same way at every hop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::config::FetchSection;
+use crate::origin::Origin;
+
+/// Most redirects followed for one subrequest.
+const MAX_REDIRECTS: usize = 10;
+
+/// One entry of a route's `fetch.allow` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRule {
+    /// This host only.
+    Exact(String),
+    /// Any subdomain of this suffix (the suffix starts with a dot).
+    Subdomains(String),
+}
+
+impl HostRule {
+    /// Parses `api.example.com` or `*.example.com`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim_end_matches('.').to_ascii_lowercase();
+        let fix = "write a host name such as `api.example.com` or `*.example.com`, without a \
+                   scheme, port or path";
+        let (rule, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (Self::Subdomains(format!(".{rest}")), rest),
+            None => (Self::Exact(lower.clone()), lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            || name.parse::<IpAddr>().is_ok();
+        if !valid {
+            return Err(format!("fetch host `{text}` is not a host name; {fix}"));
+        }
+        Ok(rule)
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host == name,
+            Self::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+/// True when `ip` is reachable on the public internet: not loopback,
+/// private, link-local, shared (carrier-grade NAT), multicast, broadcast,
+/// documentation or unspecified.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, _, _] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
+    }
+}
+
+/// Why a subrequest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The route may not reach this host or address.
+    #[error("{0}")]
+    Refused(String),
+    /// The request, the URL or an option is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the subrequest took longer than {0} ms")]
+    Timeout(u128),
+    #[error("the response body is larger than the route's fetch.max_response_bytes of {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl FetchError {
+    /// Label of the outcome in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::Invalid(_) => "invalid",
+            Self::Timeout(_) => "timeout",
+            Self::TooLarge(_) => "too_large",
+            Self::Failed(_) => "error",
+        }
+    }
+}
+
+/// One subrequest, as the script described it.
+pub struct FetchRequest {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Bytes>,
+    /// A shorter timeout than the route's.
+    pub timeout: Option<Duration>,
+    /// Follow redirects (true) or return them to the script.
+    pub follow_redirects: bool,
+}
+
+/// A response to a subrequest, body read in full.
+pub struct FetchResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+    /// URL of the response, after redirects.
+    pub url: String,
+}
+
+/// The fetch settings and clients of one route.
+pub struct Fetcher {
+    route: String,
+    allow: Vec<HostRule>,
+    allow_private: bool,
+    pub max_requests: u32,
+    pub max_in_flight: usize,
+    timeout: Duration,
+    max_response_bytes: usize,
+    origin: Option<Arc<Origin>>,
+    /// Clients are built on first use; most routes never fetch.
+    following: OnceLock<Result<reqwest::Client, String>>,
+    manual: OnceLock<Result<reqwest::Client, String>>,
+    to_origin: OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl Fetcher {
+    /// Prepares fetching for `route`; no client is built yet.
+    pub fn new(route: &str, section: &FetchSection, origin: Option<Arc<Origin>>) -> Self {
+        Self {
+            route: route.to_string(),
+            allow: section
+                .allow
+                .iter()
+                .filter_map(|host| HostRule::parse(host).ok())
+                .collect(),
+            allow_private: section.allow_private,
+            max_requests: section.max_requests,
+            max_in_flight: section.max_in_flight,
+            timeout: Duration::from_millis(section.timeout_ms),
+            max_response_bytes: section.max_response_bytes,
+            origin,
+            following: OnceLock::new(),
+            manual: OnceLock::new(),
+            to_origin: OnceLock::new(),
+        }
+    }
+
+    /// Name of the route, for metrics.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Sends `request`. `incoming_host` is the host of the request being
+    /// handled, if any: a subrequest to that host goes to the route's origin.
+    pub async fn send(
+        &self,
+        mut request: FetchRequest,
+        incoming_host: Option<&str>,
+    ) -> Result<FetchResponse, FetchError> {
+        let host = request
+            .url
+            .host_str()
+            .map(|h| {
+                h.trim_matches(['[', ']'])
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
+            })
+            .ok_or_else(|| FetchError::Invalid(format!("URL `{}` has no host", request.url)))?;
+        let to_origin = match (&self.origin, incoming_host) {
+            (Some(origin), Some(incoming)) if host_without_port(incoming) == host => {
+                Some(origin.clone())
+            }
+            _ => None,
+        };
+        let timeout = request
+            .timeout
+            .map_or(self.timeout, |asked| asked.min(self.timeout));
+        let client = match &to_origin {
+            Some(origin) => {
+                let target = origin.fetch_target().ok_or_else(|| {
+                    FetchError::Failed(format!("origin `{}` has no server", origin.name))
+                })?;
+                request
+                    .headers
+                    .retain(|(name, _)| name != http::header::HOST);
+                if let Some(incoming) = incoming_host {
+                    if let Ok(value) = HeaderValue::from_str(incoming) {
+                        request.headers.push((http::header::HOST, value));
+                    }
+                }
+                let path = request.url[url::Position::BeforePath..].to_string();
+                request.url = url::Url::parse(&format!("{}{path}", target.base)).map_err(|e| {
+                    FetchError::Invalid(format!("cannot build the origin URL: {e}"))
+                })?;
+                client(&self.to_origin, || origin_client(origin, &target))?
+            }
+            None => {
+                self.check_host(&host, &request.url)?;
+                request
+                    .headers
+                    .retain(|(name, _)| name != http::header::HOST);
+                if request.follow_redirects {
+                    client(&self.following, || self.public_client(true))?
+                } else {
+                    client(&self.manual, || self.public_client(false))?
+                }
+            }
+        };
+        let mut builder = client.request(request.method, request.url).timeout(timeout);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| self.classify(e, timeout))?;
+        let status = response.status().as_u16();
+        let url = response.url().to_string();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    Bytes::copy_from_slice(value.as_bytes()),
+                )
+            })
+            .collect();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.classify(e, timeout))?
+        {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(FetchError::TooLarge(self.max_response_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(FetchResponse {
+            status,
+            headers,
+            body: body.freeze(),
+            url,
+        })
+    }
+
+    /// Checks a host against the allow-list, and an address literal
+    /// against the private-address rule.
+    fn check_host(&self, host: &str, url: &url::Url) -> Result<(), FetchError> {
+        check_host(&self.route, &self.allow, self.allow_private, host, url)
+    }
+
+    fn public_client(&self, follow: bool) -> Result<reqwest::Client, String> {
+        let resolver = Arc::new(CheckedResolver {
+            route: self.route.clone(),
+            allow_private: self.allow_private,
+        });
+        let redirect = if follow {
+            let route = self.route.clone();
+            let allow = self.allow.clone();
+            let allow_private = self.allow_private;
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                let url = attempt.url().clone();
+                let host = url
+                    .host_str()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                    .unwrap_or_default();
+                match check_host(&route, &allow, allow_private, &host, &url) {
+                    Ok(()) => attempt.follow(),
+                    Err(refused) => attempt.error(refused),
+                }
+            })
+        } else {
+            reqwest::redirect::Policy::none()
+        };
+        reqwest::Client::builder()
+            .dns_resolver(resolver)
+            .redirect(redirect)
+            .user_agent(concat!("actias/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    fn classify(&self, error: reqwest::Error, timeout: Duration) -> FetchError {
+        if let Some(refused) = find_source::<FetchError>(&error) {
+            return FetchError::Refused(refused.to_string());
+        }
+        if error.is_timeout() {
+            return FetchError::Timeout(timeout.as_millis());
+        }
+        FetchError::Failed(describe(&error))
+    }
+}
+
+fn client(
+    cell: &OnceLock<Result<reqwest::Client, String>>,
+    build: impl FnOnce() -> Result<reqwest::Client, String>,
+) -> Result<reqwest::Client, FetchError> {
+    cell.get_or_init(build)
+        .clone()
+        .map_err(|e| FetchError::Failed(format!("cannot build the HTTP client: {e}")))
+}
+
+fn check_host(
+    route: &str,
+    allow: &[HostRule],
+    allow_private: bool,
+    host: &str,
+    url: &url::Url,
+) -> Result<(), FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::Invalid(format!(
+            "URL `{url}` has the scheme `{}`; fetch takes http and https URLs",
+            url.scheme()
+        )));
+    }
+    if !allow.is_empty() && !allow.iter().any(|rule| rule.matches(host)) {
+        return Err(FetchError::Refused(format!(
+            "route `{route}` may not fetch from `{host}`; add it to the route's fetch.allow list"
+        )));
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        if !allow_private && !is_public(ip) {
+            return Err(private_refusal(route, host, ip));
+        }
+    }
+    Ok(())
+}
+
+fn private_refusal(route: &str, host: &str, ip: IpAddr) -> FetchError {
+    FetchError::Refused(format!(
+        "route `{route}` may not fetch from `{host}`: its address {ip} is loopback, private or \
+         otherwise not public; set fetch.allow_private on the route to allow it"
+    ))
+}
+
+/// Resolves names with the system resolver and refuses a name when any of
+/// its addresses is not public, unless the route allows private ones.
+struct CheckedResolver {
+    route: String,
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let route = self.route.clone();
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private {
+                if let Some(address) = addresses.iter().find(|a| !is_public(a.ip())) {
+                    let refused: Box<dyn std::error::Error + Send + Sync> =
+                        Box::new(private_refusal(&route, &host, address.ip()));
+                    return Err(refused);
+                }
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// Where subrequests to an origin connect.
+pub struct OriginTarget {
+    /// `scheme://host:port` of the first server.
+    pub base: String,
+    /// Host name to connect to instead, when the name in `base` is the TLS
+    /// server name rather than the server's address.
+    pub resolve: Option<(String, Vec<SocketAddr>)>,
+    pub verify_certificate: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+fn origin_client(origin: &Origin, target: &OriginTarget) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(target.connect_timeout)
+        .read_timeout(target.read_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .danger_accept_invalid_certs(!target.verify_certificate);
+    if let Some((name, addresses)) = &target.resolve {
+        builder = builder.resolve_to_addrs(name, addresses);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("origin `{}`: {e}", origin.name))
+}
+
+fn host_without_port(host: &str) -> String {
+    let host = host.trim();
+    let host = if host.starts_with('[') {
+        host.split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// The innermost cause of a client error, which names what went wrong
+/// (connection refused, certificate not trusted) rather than the layer.
+fn describe(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut current = std::error::Error::source(error);
+    while let Some(cause) = current {
+        message = format!("{message}: {cause}");
+        current = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn host_rules_match_exact_names_and_subdomains() {
+        let exact = HostRule::parse("API.example.com").unwrap();
+        assert!(exact.matches("api.example.com"));
+        assert!(!exact.matches("x.api.example.com"));
+        let wildcard = HostRule::parse("*.example.com").unwrap();
+        assert!(wildcard.matches("a.example.com"));
+        assert!(!wildcard.matches("example.com"));
+        assert!(!wildcard.matches("badexample.com"));
+        assert!(HostRule::parse("https://example.com").is_err());
+        assert!(HostRule::parse("example.com/path").is_err());
+    }
+
+    #[test]
+    fn strips_ports_from_hosts() {
+        assert_eq!(host_without_port("Example.com:8080"), "example.com");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+        assert_eq!(host_without_port("example.com."), "example.com");
+    }
+}
