@@ -63,18 +63,63 @@
 ---the route's origin with the changes made to `request`.
 ---@alias actias.FetchHandler fun(request: actias.Request): actias.Response?
 
----Registers the handler for an event. The only event is `"fetch"`, and a
----script registers exactly one fetch handler, so a second call raises an
----error.
+---The event passed to a scheduled handler.
+---@class actias.ScheduledEvent
+---The route's `schedule` expression, such as `"*/5 * * * *"`, or
+---`"manual"` for a run started with `POST /scheduled/ROUTE` on the admin
+---listener.
+---@field cron string
+---Time the run was due, in milliseconds since the Unix epoch: the start of
+---its minute for a scheduled run, the time of the admin request for a
+---manual one.
+---@field scheduled_time integer
+
+---A scheduled handler. Its return value is ignored, and a raised error
+---fails the run without stopping the schedule.
+---@alias actias.ScheduledHandler fun(event: actias.ScheduledEvent)
+
+---Registers the handler of an event: `"fetch"` for requests, or
+---`"scheduled"` for runs on the route's `schedule`. A script registers at
+---most one handler per event. An unknown event, a handler that is not a
+---function and a second handler for the same event raise an error.
 ---
 ---```lua
 ---add_event_listener("fetch", function(request)
 ---    return {body = "hello\n"}
 ---end)
+---add_event_listener("scheduled", function(event)
+---    log.info("run due at", time.format_rfc3339(event.scheduled_time))
+---end)
 ---```
 ---@param event "fetch"
 ---@param handler actias.FetchHandler
+---@overload fun(event: "scheduled", handler: actias.ScheduledHandler)
 function add_event_listener(event, handler) end
+
+---Writes a line to the proxy's log at info level, as `log.info(...)`
+---does. Actias replaces Lua's `print`, which writes to standard output.
+---@param ... any
+function print(...) end
+
+---Returns a module that ships with Actias: `"router"` or `"cookie"`.
+---Each module runs once per VM, and later calls return the same table.
+---Nothing is read from the file system, and any other name raises an
+---error that lists the available modules.
+---
+---```lua
+---local router = require("router")
+---local cookie = require("cookie")
+---```
+---@param name "router"
+---@return router
+---@overload fun(name: "cookie"): cookie
+function require(name) end
+
+---The route's `env` variables and `secrets` from the config, by name.
+---Read-only: assigning to it raises an error. Secret values are replaced
+---with `[secret NAME]` in the script's log lines and in logged errors.
+---@type table<string, string>
+env = {}
 
 ---JSON encoding and decoding.
 json = {}
@@ -202,6 +247,295 @@ kv = {}
 ---@return actias.Namespace
 function kv.namespace(name) end
 
+---Digests, HMAC, constant-time comparison and random bytes. Every result
+---is a raw binary string: pass it to `hex.encode` or `base64.encode` for
+---text. Data, key and message arguments must be strings, and a number
+---raises an error instead of being converted.
+crypto = {}
+
+---Returns the SHA-1 digest of `data`, 20 raw bytes.
+---@param data string
+---@return string
+function crypto.sha1(data) end
+
+---Returns the SHA-256 digest of `data`, 32 raw bytes.
+---
+---```lua
+---hex.encode(crypto.sha256("abc"))  --> "ba7816bf...f20015ad"
+---```
+---@param data string
+---@return string
+function crypto.sha256(data) end
+
+---Returns the SHA-512 digest of `data`, 64 raw bytes.
+---@param data string
+---@return string
+function crypto.sha512(data) end
+
+---Returns the HMAC of `message` under `key` as raw bytes. `algorithm` is
+---`"sha1"`, `"sha256"` or `"sha512"`, in any case, and another name
+---raises an error.
+---
+---```lua
+---local signature = hex.encode(crypto.hmac("sha256", env.WEBHOOK_KEY, request.body))
+---```
+---@param algorithm "sha1"|"sha256"|"sha512"
+---@param key string
+---@param message string
+---@return string
+function crypto.hmac(algorithm, key, message) end
+
+---Returns true when `a` and `b` are equal, in a time that depends only on
+---their lengths, so that comparing a secret leaks nothing about where it
+---differs. Strings of different lengths are unequal.
+---@param a string
+---@param b string
+---@return boolean
+function crypto.constant_time_equal(a, b) end
+
+---Returns `n` random bytes from the operating system's secure random
+---source. `n` is a whole number from 1 to 65536.
+---@param n integer
+---@return string
+function crypto.random_bytes(n) end
+
+---Base64 text forms of binary strings (RFC 4648).
+base64 = {}
+
+---Encodes `data` with the standard alphabet (`A-Z a-z 0-9 + /`), padded
+---with `=`.
+---@param data string
+---@return string
+function base64.encode(data) end
+
+---Decodes standard, padded base64. Raises `base64.decode: invalid
+---input: ...` on any other input, missing padding included.
+---@param text string
+---@return string
+function base64.decode(text) end
+
+---Encodes `data` with the URL-safe alphabet (`A-Z a-z 0-9 - _`) and no
+---padding.
+---@param data string
+---@return string
+function base64.url_encode(data) end
+
+---Decodes URL-safe base64, with or without `=` padding. Raises
+---`base64.url_decode: invalid input: ...` on other input.
+---@param text string
+---@return string
+function base64.url_decode(text) end
+
+---Hexadecimal text forms of binary strings.
+hex = {}
+
+---Encodes `data` as lowercase hexadecimal, two digits per byte.
+---@param data string
+---@return string
+function hex.encode(data) end
+
+---Decodes hexadecimal digits in either case. Raises an error for an odd
+---number of characters, and for a character that is not a hexadecimal
+---digit, naming its offset.
+---@param text string
+---@return string
+function hex.decode(text) end
+
+---Random and time-ordered UUIDs.
+uuid = {}
+
+---Returns a random (version 4) UUID, lowercase and hyphenated.
+---@return string
+function uuid.v4() end
+
+---Returns a version 7 UUID, lowercase and hyphenated. It starts with the
+---current time in milliseconds, and the UUIDs that one process creates
+---sort in the order they were created.
+---@return string
+function uuid.v7() end
+
+---The wall clock, and conversions between milliseconds since the Unix
+---epoch and text. Times are UTC. A `ms` argument is a whole number from 0
+---to 253402300799999 (the end of the year 9999).
+time = {}
+
+---Returns the current time in whole milliseconds since the Unix epoch.
+---@return integer
+function time.now() end
+
+---Formats `ms` as RFC 3339 in UTC with milliseconds, such as
+---`"2026-12-04T18:30:00.000Z"`.
+---@param ms integer
+---@return string
+function time.format_rfc3339(ms) end
+
+---Formats `ms` as an HTTP date, such as `"Fri, 04 Dec 2026 18:30:00 GMT"`.
+---Milliseconds are dropped.
+---@param ms integer
+---@return string
+function time.format_http_date(ms) end
+
+---Parses an RFC 3339 time with any offset, such as
+---`"2026-12-04T18:30:00Z"`, into milliseconds since the Unix epoch.
+---Digits past the millisecond are dropped. Raises an error on other text.
+---@param text string
+---@return integer
+function time.parse_rfc3339(text) end
+
+---Parses an HTTP date, such as `"Fri, 04 Dec 2026 18:30:00 GMT"`, into
+---milliseconds since the Unix epoch. Other RFC 2822 dates, such as ones
+---with a `+0200` offset, are accepted too. The obsolete RFC 850 and
+---asctime forms, and any other text, raise an error.
+---@param text string
+---@return integer
+function time.parse_http_date(text) end
+
+---The parts of an absolute URL, as `url.parse` returns them.
+---@class actias.ParsedUrl
+---The URL in normalised form, such as with the host lowercased.
+---@field href string
+---Scheme, lowercase, without `:`, such as `"https"`.
+---@field scheme string
+---User name, when the URL has a non-empty one.
+---@field username string?
+---Password, when the URL has one.
+---@field password string?
+---Host name or address; an IPv6 address keeps its brackets.
+---@field host string?
+---Explicit port, or the scheme's default port (80 for `http`, 443 for
+---`https`); nil for a scheme without a known default.
+---@field port integer?
+---Path, percent-encoded as in the URL, such as `"/a%20b"`.
+---@field path string
+---Raw query string without the `?`; nil when the URL has no `?`.
+---@field query string?
+---Fragment without the `#`; nil when the URL has no `#`.
+---@field fragment string?
+
+---URL parsing, percent-encoding and query strings.
+url = {}
+
+---Parses an absolute URL into its parts. Raises an error for a relative
+---URL or an invalid one.
+---
+---```lua
+---local parts = url.parse("https://example.com/a?x=1")
+---parts.host, parts.port, parts.query  --> "example.com", 443, "x=1"
+---```
+---@param text string
+---@return actias.ParsedUrl
+function url.parse(text) end
+
+---Percent-encodes every byte except `A-Z a-z 0-9 - . _ ~`, so a space
+---becomes `%20`.
+---@param text string
+---@return string
+function url.encode(text) end
+
+---Decodes `%XX` escapes and keeps `+` as it is. Raises an error, naming
+---the offset, for a `%` that two hexadecimal digits do not follow.
+---@param text string
+---@return string
+function url.decode(text) end
+
+---Parses a query string, with or without its leading `?`, into a table
+---of names to values. `+` decodes to a space, a name without `=` gets
+---`""`, and a repeated name gets a list of its values in order. A `%`
+---that two hexadecimal digits do not follow raises an error.
+---@param text string
+---@return table<string, actias.MultiValue>
+function url.parse_query(text) end
+
+---Builds a query string without the leading `?`: names in sorted order,
+---names and values encoded as `url.encode` does. A list value repeats the
+---name once per item. Values may be strings, numbers or booleans.
+---
+---```lua
+---url.build_query({q = "a b", page = 2, tag = {"x", "y"}})
+-----> "page=2&q=a%20b&tag=x&tag=y"
+---```
+---@param query table<string, string|number|boolean|(string|number|boolean)[]>
+---@return string
+function url.build_query(query) end
+
+---A header value that a subrequest may carry: a list sends one header
+---line per item.
+---@alias actias.FetchHeaderValue string|number|(string|number)[]
+
+---A subrequest described as a table. The handler's own `request` table
+---fits, since `fetch` reads only these fields of it.
+---@class actias.FetchRequest
+---Absolute `http` or `https` URL.
+---@field url string
+---Method in any case, such as `"POST"`. Default: `"GET"`.
+---@field method string?
+---Header name to value.
+---@field headers table<string, actias.FetchHeaderValue>?
+---Request body, possibly binary.
+---@field body string?
+
+---Options of `fetch`. A field set here wins over the same field of a
+---request table. Any other key raises an error.
+---@class actias.FetchOptions
+---Method in any case, such as `"POST"`. Default: `"GET"`.
+---@field method string?
+---Header name to value. Connection and framing headers (`Connection`,
+---`Content-Length`, `Host`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+---`Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped.
+---@field headers table<string, actias.FetchHeaderValue>?
+---Request body, possibly binary.
+---@field body string?
+---Time limit in milliseconds, body included. The route's
+---`fetch.timeout_ms` caps it.
+---@field timeout_ms number?
+---`"follow"` (default) follows at most 10 redirects in a row and raises an
+---error at the 11th. `"manual"` returns the redirect response.
+---Subrequests to the route's origin never follow redirects.
+---@field redirect ("follow"|"manual")?
+
+---The response to a subrequest, with its body read in full.
+---@class actias.FetchResponse
+---Status code.
+---@field status integer
+---True for a status from 200 to 299.
+---@field ok boolean
+---URL of the response, after any redirects. For a subrequest to the
+---route's origin, it names the origin server's address.
+---@field url string
+---Response headers with lowercase names, and lookups ignore case. A
+---repeated header maps to a list in arrival order.
+---@field headers table<string, actias.MultiValue>
+---Response body, possibly binary.
+---@field body string
+
+---Sends a subrequest and returns its response. The script yields while
+---it waits. On a route with an origin, a URL whose host is the incoming
+---request's host goes to that origin, so `fetch(request)` returns the
+---origin's response. Other hosts must pass the route's `fetch.allow` list and resolve to public
+---addresses. Raises `fetch: ...` when the host is not allowed, the input
+---is invalid, the subrequest times out or fails, the body is larger than
+---`fetch.max_response_bytes`, or the request has made
+---`fetch.max_requests` subrequests.
+---
+---```lua
+---local response = fetch("https://api.example.com/items", {
+---    headers = {authorization = "Bearer " .. env.API_TOKEN},
+---})
+---```
+---@param target string|actias.FetchRequest|actias.Request
+---@param options actias.FetchOptions?
+---@return actias.FetchResponse
+function fetch(target, options) end
+
+---Sends several subrequests concurrently, at most the route's
+---`fetch.max_in_flight` at a time, and returns their responses in the
+---order of `list`. All of them count against `fetch.max_requests` before
+---any is sent. Raises the error of the first item, in list order, that
+---fails, as `fetch` would.
+---@param list (string|actias.FetchRequest|actias.Request)[]
+---@return actias.FetchResponse[]
+function fetch_all(list) end
+
 ---The test API of `actias test`, available in `*_test.lua` files only.
 test = {}
 
@@ -209,6 +543,8 @@ test = {}
 ---@class actias.TestLoadOptions
 ---@field kv table<string, table<string, string>>? Namespaces to seed: `{ns = {key = value}}`.
 ---@field origin (fun(request: table): table)? Responds to requests the script forwards.
+---@field env table<string, string>? Variables for the script's `env` table.
+---@field secrets table<string, string>? Secrets for the script's `env` table, redacted from its log lines.
 
 ---Loads a script, relative to the test file, and returns its handler.
 ---@param script string

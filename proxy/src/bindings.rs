@@ -81,3 +81,112 @@ fn add_event_listener(lua: &Lua, (event, handler): (String, Value)) -> Result<()
     }
     lua.set_named_registry_value(key, handler)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use mlua::{LuaOptions, StdLib, Table};
+
+    use super::*;
+
+    /// Functions that `install` adds or replaces: globals and the functions
+    /// in the tables it adds, as `name` or `table.name`.
+    fn registered() -> BTreeSet<String> {
+        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::new()).unwrap();
+        let before: Vec<(String, Value)> = lua
+            .globals()
+            .pairs::<String, Value>()
+            .collect::<Result<_>>()
+            .unwrap();
+        install(&lua).unwrap();
+        let mut names = BTreeSet::new();
+        for pair in lua.globals().pairs::<String, Value>() {
+            let (name, value) = pair.unwrap();
+            if before.iter().any(|(n, v)| *n == name && *v == value) {
+                continue;
+            }
+            match value {
+                Value::Function(_) => {
+                    names.insert(name);
+                }
+                Value::Table(table) => {
+                    for entry in table.pairs::<String, Value>() {
+                        let (field, value) = entry.unwrap();
+                        if matches!(value, Value::Function(_)) {
+                            names.insert(format!("{name}.{field}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+
+    /// Functions declared in `lua-stdlib/actias.d.lua`, other than the
+    /// methods of classes (`Class:method`) and the `test` API of
+    /// `actias test`, which `install` does not register.
+    fn declared() -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../lua-stdlib/actias.d.lua");
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("function "))
+            .filter_map(|rest| rest.split_once('(').map(|(name, _)| name.to_string()))
+            .filter(|name| !name.contains(':') && !name.starts_with("test."))
+            .collect()
+    }
+
+    #[test]
+    fn every_registered_function_has_a_definition_and_the_reverse() {
+        let registered = registered();
+        let declared = declared();
+        let undeclared: Vec<_> = registered.difference(&declared).collect();
+        let unregistered: Vec<_> = declared.difference(&registered).collect();
+        assert!(
+            undeclared.is_empty(),
+            "registered from Rust but not declared in lua-stdlib/actias.d.lua: {undeclared:?}"
+        );
+        assert!(
+            unregistered.is_empty(),
+            "declared in lua-stdlib/actias.d.lua but not registered: {unregistered:?}"
+        );
+        assert!(registered.contains("crypto.hmac") && registered.contains("fetch"));
+    }
+
+    #[test]
+    fn every_declared_function_and_module_function_is_in_the_reference() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/lua-api.md");
+        let reference = std::fs::read_to_string(path).unwrap();
+        let headings: Vec<&str> = reference
+            .lines()
+            .filter(|line| line.starts_with('#'))
+            .collect();
+        let mut names: Vec<String> = declared().into_iter().collect();
+        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::new()).unwrap();
+        install(&lua).unwrap();
+        for module in MODULES {
+            let table: Table = lua
+                .load(format!("return require({:?})", module.name))
+                .eval()
+                .unwrap();
+            for pair in table.pairs::<String, Value>() {
+                let (field, value) = pair.unwrap();
+                if matches!(value, Value::Function(_)) {
+                    names.push(format!("{}.{field}", module.name));
+                }
+            }
+        }
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|name| {
+                let wanted = format!("`{name}(");
+                !headings.iter().any(|heading| heading.contains(&wanted))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "functions without a heading in docs/lua-api.md: {missing:?}"
+        );
+    }
+}

@@ -305,7 +305,8 @@ impl Fetcher {
             let allow = self.allow.clone();
             let allow_private = self.allow_private;
             reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= MAX_REDIRECTS {
+                // `previous` starts with the original URL.
+                if attempt.previous().len() > MAX_REDIRECTS {
                     return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
                 }
                 let url = attempt.url().clone();
@@ -321,7 +322,10 @@ impl Fetcher {
         } else {
             reqwest::redirect::Policy::none()
         };
+        // `no_proxy`: a proxy from the environment would receive every
+        // subrequest, and the address check would see only the proxy's.
         reqwest::Client::builder()
+            .no_proxy()
             .dns_resolver(resolver)
             .redirect(redirect)
             .user_agent(concat!("actias/", env!("CARGO_PKG_VERSION")))
@@ -431,6 +435,7 @@ pub struct OriginTarget {
 
 fn origin_client(origin: &Origin, target: &OriginTarget) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(target.connect_timeout)
         .read_timeout(target.read_timeout)

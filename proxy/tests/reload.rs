@@ -91,9 +91,11 @@ fn reload_under_load_drops_nothing() -> TestResult {
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(500));
         version += 1;
+        // Published before the files change, so that a client never sees a
+        // version newer than the one it read as the latest.
+        latest.store(version, Ordering::SeqCst);
         write_atomically(&script_path, &live_script(version))?;
         write_atomically(&config_path, &proxy_config_text(&proxy, version, &sock)?)?;
-        latest.store(version, Ordering::SeqCst);
     }
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();

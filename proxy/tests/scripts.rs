@@ -271,7 +271,7 @@ end)
     let proxy = single_script_proxy(script)?;
     let body = client().get(proxy.url("/")).send()?.text()?;
     assert!(body.starts_with("false"), "{body}");
-    assert!(body.contains("is not available"), "{body}");
+    assert!(body.contains("there is no module `./secrets`"), "{body}");
     Ok(())
 }
 

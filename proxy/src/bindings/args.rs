@@ -12,7 +12,7 @@ pub fn string(function: &str, position: usize, value: Value) -> Result<LuaString
         Value::String(text) => Ok(text),
         other => Err(Error::runtime(format!(
             "{function}: argument {position} must be a string, not a {}",
-            other.type_name()
+            type_name(&other)
         ))),
     }
 }
@@ -30,7 +30,7 @@ pub fn integer(
         other => {
             return Err(Error::runtime(format!(
                 "{function}: argument {position} must be a number, not a {}",
-                other.type_name()
+                type_name(&other)
             )))
         }
     };
@@ -42,4 +42,12 @@ pub fn integer(
         )));
     }
     Ok(number as i64)
+}
+
+/// The name that Lua's `type` gives `value`: integers are numbers too.
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
 }

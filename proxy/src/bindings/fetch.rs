@@ -65,7 +65,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
             let Value::Table(list) = list else {
                 return Err(Error::runtime(format!(
                     "fetch_all: argument 1 must be a list of URLs or request tables, not a {}",
-                    list.type_name()
+                    super::args::type_name(&list)
                 )));
             };
             let mut requests = Vec::new();
@@ -147,7 +147,7 @@ fn build_request(function: &str, target: &Value, options: &Value) -> Result<Fetc
         other => {
             return Err(Error::runtime(format!(
                 "{function}: the options must be a table, not a {}",
-                other.type_name()
+                super::args::type_name(other)
             )))
         }
     };
@@ -158,14 +158,14 @@ fn build_request(function: &str, target: &Value, options: &Value) -> Result<Fetc
             other => {
                 return Err(Error::runtime(format!(
                     "{function}: the request table needs a string `url`, not a {}",
-                    other.type_name()
+                    super::args::type_name(&other)
                 )))
             }
         },
         other => {
             return Err(Error::runtime(format!(
                 "{function}: argument 1 must be a URL string or a request table, not a {}",
-                other.type_name()
+                super::args::type_name(other)
             )))
         }
     };
@@ -202,7 +202,7 @@ fn build_request(function: &str, target: &Value, options: &Value) -> Result<Fetc
         other => {
             return Err(Error::runtime(format!(
                 "{function}: method must be a string, not a {}",
-                other.type_name()
+                super::args::type_name(&other)
             )))
         }
     };
@@ -213,7 +213,7 @@ fn build_request(function: &str, target: &Value, options: &Value) -> Result<Fetc
         other => {
             return Err(Error::runtime(format!(
                 "{function}: body must be a string, not a {}; encode tables with json.stringify",
-                other.type_name()
+                super::args::type_name(&other)
             )))
         }
     };
@@ -278,7 +278,7 @@ fn describe_value(value: &Value) -> String {
         Value::String(text) => format!("\"{}\"", text.to_string_lossy()),
         Value::Integer(n) => n.to_string(),
         Value::Number(n) => n.to_string(),
-        other => format!("a {}", other.type_name()),
+        other => format!("a {}", super::args::type_name(other)),
     }
 }
 
@@ -290,7 +290,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
         other => {
             return Err(Error::runtime(format!(
                 "{function}: headers must be a table, not a {}",
-                other.type_name()
+                super::args::type_name(&other)
             )))
         }
     };
@@ -300,7 +300,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
         let Value::String(name) = name else {
             return Err(Error::runtime(format!(
                 "{function}: header names must be strings, found a {}",
-                name.type_name()
+                super::args::type_name(&name)
             )));
         };
         let name_text = name.to_string_lossy();
@@ -327,7 +327,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
                     return Err(Error::runtime(format!(
                         "{function}: header `{name_text}` has a {} value; use a string, a \
                          number or a list of them",
-                        other.type_name()
+                        super::args::type_name(other)
                     )))
                 }
             };

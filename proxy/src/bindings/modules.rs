@@ -59,7 +59,7 @@ pub fn require(lua: &Lua, name: Value) -> Result<Value> {
     let Value::String(name) = name else {
         return Err(Error::runtime(format!(
             "require: the module name must be a string, not a {}",
-            name.type_name()
+            super::args::type_name(&name)
         )));
     };
     let name = name.to_string_lossy();
@@ -93,7 +93,7 @@ pub fn require(lua: &Lua, name: Value) -> Result<Value> {
     let Value::Table(module) = module else {
         return Err(Error::runtime(format!(
             "require: module `{name}` returned a {} instead of a table",
-            module.type_name()
+            super::args::type_name(&module)
         )));
     };
     loaded.raw_set(name.as_str(), &module)?;

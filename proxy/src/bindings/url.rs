@@ -145,7 +145,7 @@ fn build_query(_: &Lua, table: Value) -> Result<String> {
     let Value::Table(table) = table else {
         return Err(Error::runtime(format!(
             "url.build_query: argument 1 must be a table of names to values, not a {}",
-            table.type_name()
+            super::args::type_name(&table)
         )));
     };
     let mut pairs = BTreeMap::new();
@@ -156,7 +156,7 @@ fn build_query(_: &Lua, table: Value) -> Result<String> {
             other => {
                 return Err(Error::runtime(format!(
                     "url.build_query: names must be strings, found a {} key",
-                    other.type_name()
+                    super::args::type_name(&other)
                 )))
             }
         };
@@ -193,7 +193,7 @@ fn query_value(name: &[u8], value: Value) -> Result<Vec<u8>> {
             "url.build_query: the value of `{}` is a {}; use a string, number, boolean or a \
              list of them",
             String::from_utf8_lossy(name),
-            other.type_name()
+            super::args::type_name(&other)
         ))),
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! It parses requests itself instead of using a server library, so that
 //! tests see the request line and header bytes exactly as the proxy sent
-//! them. `GET /slow?ms=N` waits N milliseconds before responding.
+//! them. `GET /slow?ms=N` waits N milliseconds before responding (and
+//! counts the most such requests waiting at once), and
+//! `GET /redirect?to=URL` answers 302 with `Location: URL`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,12 +18,15 @@ pub struct Origin {
     pub port: u16,
     pub name: String,
     accepted: Arc<AtomicUsize>,
+    most_slow: Arc<AtomicUsize>,
 }
 
 impl Origin {
     /// Starts an origin that marks its responses with `X-Origin: name`.
     pub fn start(name: &str) -> Self {
         let accepted = Arc::new(AtomicUsize::new(0));
+        let most_slow = Arc::new(AtomicUsize::new(0));
+        let slow = (Arc::new(AtomicUsize::new(0)), most_slow.clone());
         let (port_sender, port_receiver) = std::sync::mpsc::channel();
         let counter = accepted.clone();
         let origin_name = name.to_string();
@@ -39,7 +44,7 @@ impl Origin {
                         continue;
                     };
                     let connection = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::spawn(serve(stream, origin_name.clone(), connection));
+                    tokio::spawn(serve(stream, origin_name.clone(), connection, slow.clone()));
                 }
             });
         });
@@ -48,6 +53,7 @@ impl Origin {
             port,
             name: name.to_string(),
             accepted,
+            most_slow,
         }
     }
 
@@ -56,12 +62,22 @@ impl Origin {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Most `/slow` requests that were waiting at the same time.
+    pub fn most_slow_at_once(&self) -> usize {
+        self.most_slow.load(Ordering::SeqCst)
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }
 
-async fn serve(stream: TcpStream, name: String, connection: usize) {
+async fn serve(
+    stream: TcpStream,
+    name: String,
+    connection: usize,
+    (in_flight, most_in_flight): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut head_lines: Vec<String> = Vec::new();
@@ -121,9 +137,29 @@ async fn serve(stream: TcpStream, name: String, connection: usize) {
 
         if let Some(ms) = target
             .strip_prefix("/slow?ms=")
+            .and_then(|v| v.split('&').next())
             .and_then(|v| v.parse::<u64>().ok())
         {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        if let Some(location) = target.strip_prefix("/redirect?to=") {
+            let response = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nX-Origin: {name}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            if reader
+                .get_mut()
+                .write_all(response.as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
         }
 
         let echo = serde_json::json!({
