@@ -253,6 +253,7 @@ async fn load_script(
         memory_limit: MEMORY_LIMIT,
         kv_store: store,
         kv_namespaces: namespaces,
+        kv_max_operations: crate::config::LimitsSection::default().max_kv_operations,
         env: Arc::new(env),
         fetcher: None,
     };

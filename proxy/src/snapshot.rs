@@ -114,6 +114,10 @@ impl Snapshot {
                         memory_limit,
                         kv_store: kv_store.clone(),
                         kv_namespaces: section.kv.clone(),
+                        kv_max_operations: section
+                            .limits
+                            .max_kv_operations
+                            .unwrap_or(defaults.max_kv_operations),
                         env: env.clone(),
                         fetcher: Some(Arc::new(Fetcher::new(
                             &section.name,

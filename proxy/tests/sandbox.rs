@@ -500,3 +500,32 @@ fn error_messages_cannot_forge_log_lines() -> TestResult {
     assert!(!forged, "{}", proxy.log());
     Ok(())
 }
+
+#[test]
+fn key_value_operations_are_capped_per_request() -> TestResult {
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: writer\n    \
+                  default: true\n    script: writer.lua\n    kv: [flood]\n    limits:\n      \
+                  max_kv_operations: 5\n";
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local flood = kv.namespace("flood")
+    local written, message = 0, ""
+    for i = 1, 20 do
+        local ok, err = pcall(function() flood:put("k" .. i, "v") end)
+        if ok then written += 1 else message = tostring(err) end
+    end
+    return {body = written .. " " .. message}
+end)
+"#;
+    let proxy = Proxy::start(config, &[("writer.lua", script)])?;
+    for _ in 0..2 {
+        let body = client().get(proxy.url("/")).send()?.text()?;
+        assert!(body.starts_with("5 "), "{body}");
+        assert!(
+            body.contains("already made 5 key-value operations"),
+            "{body}"
+        );
+        assert!(body.contains("limits.max_kv_operations"), "{body}");
+    }
+    Ok(())
+}

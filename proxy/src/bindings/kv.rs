@@ -23,6 +23,33 @@ pub struct KvAccess {
     pub store: Option<Arc<dyn KvStore>>,
     pub route: String,
     pub namespaces: Vec<String>,
+    /// Most operations one handler call may make.
+    pub max_operations: u32,
+}
+
+/// Key-value operations made so far in one handler call, stored as app
+/// data and reset by the runtime before each call.
+#[derive(Default)]
+pub struct KvCall {
+    pub used: u32,
+}
+
+/// Counts one operation against the route's `max_kv_operations`.
+fn charge(lua: &Lua, operation: &str) -> Result<()> {
+    let max = lua
+        .app_data_ref::<KvAccess>()
+        .map_or(u32::MAX, |access| access.max_operations);
+    let Some(mut call) = lua.app_data_mut::<KvCall>() else {
+        return Ok(());
+    };
+    if call.used >= max {
+        return Err(Error::runtime(format!(
+            "kv {operation}: this call already made {max} key-value operations, the route's \
+             limits.max_kv_operations; batch the work or raise the limit"
+        )));
+    }
+    call.used += 1;
+    Ok(())
 }
 
 /// A handle on one namespace.
@@ -155,6 +182,7 @@ fn list_options(options: Option<Table>) -> Result<ListOptions> {
 impl UserData for Namespace {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_async_method("get", |lua, this, key: LuaString| async move {
+            charge(&lua, "get")?;
             let key = key_bytes("get", &key)?;
             let entry = this.store.get(&this.name, &key).await;
             match entry.map_err(|e| lua_error("get", e))? {
@@ -166,6 +194,7 @@ impl UserData for Namespace {
         methods.add_async_method(
             "get_with_metadata",
             |lua, this, key: LuaString| async move {
+                charge(&lua, "get_with_metadata")?;
                 let key = key_bytes("get_with_metadata", &key)?;
                 let entry = this.store.get(&this.name, &key).await;
                 match entry.map_err(|e| lua_error("get_with_metadata", e))? {
@@ -182,6 +211,7 @@ impl UserData for Namespace {
         methods.add_async_method(
             "put",
             |lua, this, (key, value, options): (LuaString, LuaString, Option<Table>)| async move {
+                charge(&lua, "put")?;
                 let key = key_bytes("put", &key)?;
                 let value = Bytes::copy_from_slice(&value.as_bytes());
                 let entry = put_entry(&lua, value, options)?;
@@ -193,7 +223,8 @@ impl UserData for Namespace {
             },
         );
 
-        methods.add_async_method("delete", |_, this, key: LuaString| async move {
+        methods.add_async_method("delete", |lua, this, key: LuaString| async move {
+            charge(&lua, "delete")?;
             let key = key_bytes("delete", &key)?;
             this.store
                 .delete(&this.name, &key)
@@ -202,6 +233,7 @@ impl UserData for Namespace {
         });
 
         methods.add_async_method("list", |lua, this, options: Option<Table>| async move {
+            charge(&lua, "list")?;
             let options = list_options(options)?;
             let page = this
                 .store

@@ -225,6 +225,8 @@ pub struct LimitsSection {
     pub cpu_ms: u64,
     /// Memory, in bytes, that one script VM may allocate.
     pub memory_bytes: usize,
+    /// Key-value operations that one request or scheduled run may make.
+    pub max_kv_operations: u32,
     /// Largest request body, in bytes, read into memory for a script.
     pub max_request_body_bytes: usize,
     /// Maximum request target (path and query) length, in bytes. A longer one gets 414.
@@ -244,6 +246,7 @@ impl Default for LimitsSection {
         Self {
             cpu_ms: 50,
             memory_bytes: 64 * 1024 * 1024,
+            max_kv_operations: 1000,
             max_request_body_bytes: 10 * 1024 * 1024,
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 32 * 1024,
@@ -259,6 +262,7 @@ impl Default for LimitsSection {
 pub struct RouteLimitsSection {
     pub cpu_ms: Option<u64>,
     pub memory_bytes: Option<usize>,
+    pub max_kv_operations: Option<u32>,
     pub max_request_body_bytes: Option<usize>,
 }
 

@@ -235,6 +235,11 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
         ("cpu_ms", limits.cpu_ms as usize, "50"),
         ("memory_bytes", limits.memory_bytes, "67108864"),
         (
+            "max_kv_operations",
+            limits.max_kv_operations as usize,
+            "1000",
+        ),
+        (
             "max_request_body_bytes",
             limits.max_request_body_bytes,
             "10485760",
@@ -485,6 +490,12 @@ fn check_route(
         problem(
             format!("{key}.limits.memory_bytes"),
             format!("memory_bytes must be at least {MIN_MEMORY_BYTES}"),
+        );
+    }
+    if limits.max_kv_operations == Some(0) {
+        problem(
+            format!("{key}.limits.max_kv_operations"),
+            "max_kv_operations must be at least 1".into(),
         );
     }
     if limits.max_request_body_bytes == Some(0) {

@@ -79,6 +79,8 @@ pub struct VmSettings {
     pub kv_store: Option<Arc<dyn KvStore>>,
     /// Namespaces the route declared.
     pub kv_namespaces: Vec<String>,
+    /// Most key-value operations one handler call may make.
+    pub kv_max_operations: u32,
     /// Variables and secrets the route declared.
     pub env: Arc<bindings::RouteEnv>,
     /// What `fetch` may reach; `None` where subrequests are not available.
@@ -121,7 +123,9 @@ impl Vm {
             store: settings.kv_store.clone(),
             route: settings.route.clone(),
             namespaces: settings.kv_namespaces.clone(),
+            max_operations: settings.kv_max_operations,
         });
+        lua.set_app_data(bindings::KvCall::default());
         lua.set_app_data((*settings.env).clone());
         lua.set_app_data(bindings::FetchAccess {
             fetcher: settings.fetcher.clone(),
@@ -262,6 +266,7 @@ impl Vm {
         };
         self.lua.set_app_data(bindings::CurrentRequest::default());
         self.lua.set_app_data(bindings::FetchCall::default());
+        self.lua.set_app_data(bindings::KvCall::default());
         let table = self.lua.create_table()?;
         table.raw_set("cron", event.cron.as_str())?;
         table.raw_set("scheduled_time", event.scheduled_time_ms)?;
@@ -289,6 +294,7 @@ impl Vm {
             host: Some(input.host.to_string()),
             used: 0,
         });
+        self.lua.set_app_data(bindings::KvCall::default());
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
         // Called as a coroutine, so that the interrupt can make it yield.
         let returned: Value = handler.call_async(&request).await?;
