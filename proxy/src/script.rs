@@ -112,7 +112,7 @@ impl RouteScript {
                 Duration::ZERO,
             );
         };
-        let vm = match self.take_vm() {
+        let vm = match self.take_vm().await {
             Ok(vm) => vm,
             Err(e) => return (Err(e), Duration::ZERO),
         };
@@ -139,7 +139,7 @@ impl RouteScript {
                 Duration::ZERO,
             );
         };
-        let vm = match self.take_vm() {
+        let vm = match self.take_vm().await {
             Ok(vm) => vm,
             Err(e) => return (Err(e), Duration::ZERO),
         };
@@ -163,18 +163,25 @@ impl RouteScript {
         }
     }
 
-    fn take_vm(&self) -> Result<Vm, ScriptError> {
+    async fn take_vm(&self) -> Result<Vm, ScriptError> {
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop();
-        match idle {
-            Some(vm) => Ok(vm),
-            // Every VM is busy: more requests run this script at once than
-            // there are worker threads, so the pool grows by one.
-            None => Vm::new(&self.bytecode, &self.settings).map_err(|e| redact(e, &self.settings)),
+        if let Some(vm) = idle {
+            return Ok(vm);
         }
+        // Every VM is busy, or one was dropped after a limit: the pool grows
+        // by one. The script's top level runs on a blocking thread, so that
+        // it never holds up the other requests of this worker thread.
+        let bytecode = self.bytecode.clone();
+        let settings = self.settings.clone();
+        tokio::task::spawn_blocking(move || {
+            Vm::new(&bytecode, &settings).map_err(|e| redact(e, &settings))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ScriptError::Setup(format!("the VM setup task failed: {e}"))))
     }
 
     /// Keeps `vm` for the next request, unless the pool is already at its
