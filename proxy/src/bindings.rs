@@ -31,6 +31,44 @@ pub const FETCH_LISTENER: &str = "actias.listener.fetch";
 /// Registry key of the function registered for the `scheduled` event.
 pub const SCHEDULED_LISTENER: &str = "actias.listener.scheduled";
 
+/// The coroutine that runs the current handler call, stored as app data:
+/// the address of its Lua thread, or 0 outside a handler call.
+#[derive(Default)]
+pub struct HandlerThread(pub usize);
+
+/// Wraps a handler so that calling the result first records the calling
+/// coroutine as the handler's own, which `fetch` and `kv` check.
+pub fn handler_entry(lua: &Lua) -> Result<Function> {
+    let mark = lua.create_function(|lua, ()| {
+        let thread = lua.current_thread().to_pointer() as usize;
+        lua.set_app_data(HandlerThread(thread));
+        Ok(())
+    })?;
+    lua.load("local mark = ...\nreturn function(handler, argument)\n    mark()\n    return handler(argument)\nend")
+        .set_name("=actias/entry")
+        .call(mark)
+}
+
+/// Fails unless the caller runs on the coroutine of the current handler
+/// call: a yield from the top level of a script, or from a coroutine the
+/// script created, would never be resumed.
+pub fn check_handler_thread(lua: &Lua, function: &str) -> Result<()> {
+    let expected = lua.app_data_ref::<HandlerThread>().map_or(0, |t| t.0);
+    if expected == 0 {
+        return Err(Error::runtime(format!(
+            "{function}: call it from inside a handler; it cannot run at the top level of a \
+             script, which runs once when the script loads"
+        )));
+    }
+    if lua.current_thread().to_pointer() as usize != expected {
+        return Err(Error::runtime(format!(
+            "{function}: call it from the handler itself; it cannot run inside a coroutine that \
+             the script created with coroutine.create or coroutine.wrap"
+        )));
+    }
+    Ok(())
+}
+
 /// Installs the globals that scripts use.
 pub fn install(lua: &Lua) -> Result<()> {
     let globals = lua.globals();
@@ -76,7 +114,8 @@ fn add_event_listener(lua: &Lua, (event, handler): (String, Value)) -> Result<()
     };
     if lua.named_registry_value::<Option<Function>>(key)?.is_some() {
         return Err(Error::runtime(format!(
-            "add_event_listener: a {event} handler is already registered; register one"
+            "add_event_listener: a {event} handler is already registered, and a script may \
+             register only one; combine the two functions"
         )));
     }
     lua.set_named_registry_value(key, handler)

@@ -49,6 +49,12 @@ pub fn parse(expression: &str) -> Result<Schedule, String> {
         other => other,
     };
     let fields: Vec<&str> = expanded.split_whitespace().collect();
+    if fields.len() != 5 && expanded.starts_with('@') {
+        return Err(format!(
+            "schedule `{expression}` is not a known shortcut; use @hourly, @daily, @weekly, \
+             @monthly or @yearly, or five fields such as \"*/5 * * * *\""
+        ));
+    }
     if fields.len() != 5 {
         return Err(format!(
             "schedule `{expression}` has {} fields; write five: minute hour day-of-month month \
@@ -57,12 +63,8 @@ pub fn parse(expression: &str) -> Result<Schedule, String> {
         ));
     }
     let field = |index: usize, name: &str, min: u32, max: u32, names: &[&str]| {
-        parse_field(fields[index], min, max, names).map_err(|detail| {
-            format!(
-                "schedule `{expression}`: the {name} field `{}` {detail}",
-                fields[index]
-            )
-        })
+        parse_field(fields[index], min, max, names)
+            .map_err(|detail| format!("schedule `{expression}`: the {name} field {detail}"))
     };
     let minutes = field(0, "minute", 0, 59, &[])?;
     let hours = field(1, "hour", 0, 23, &[])?;
@@ -94,7 +96,11 @@ fn parse_field(field: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, S
         }
         match text.parse::<u32>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(format!("has `{text}`; use a number from {min} to {max}")),
+            _ if names.is_empty() => Err(format!("has `{text}`; use a number from {min} to {max}")),
+            _ => Err(format!(
+                "has `{text}`; use a number from {min} to {max} or a name such as `{}`",
+                names[0]
+            )),
         }
     };
     let mut set = 0u64;
@@ -116,7 +122,9 @@ fn parse_field(field: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, S
             (start, if step > 1 { max } else { start })
         };
         if start > end {
-            return Err(format!("has the range `{range}` that runs backwards"));
+            return Err(format!(
+                "has the range `{range}` that runs backwards; write the smaller value first"
+            ));
         }
         let mut n = start;
         while n <= end {
@@ -345,7 +353,7 @@ mod tests {
         let error = parse("* * *").unwrap_err();
         assert!(error.contains("has 3 fields"), "{error}");
         let error = parse("61 * * * *").unwrap_err();
-        assert!(error.contains("minute field `61`"), "{error}");
+        assert!(error.contains("minute field has `61`"), "{error}");
         let error = parse("* * * * */0").unwrap_err();
         assert!(error.contains("step `0`"), "{error}");
         let error = parse("* 5-2 * * *").unwrap_err();

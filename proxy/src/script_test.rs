@@ -189,6 +189,20 @@ async fn load_script(
         ))
     })?;
 
+    if let Some(options) = &options {
+        for pair in options.pairs::<Value, Value>() {
+            let (key, _) = pair?;
+            let known = matches!(&key, Value::String(k)
+                if ["kv", "origin", "env", "secrets"].iter().any(|name| k == *name));
+            if !known {
+                return Err(mlua::Error::runtime(format!(
+                    "test.load: unknown option {}; the options are kv, origin, env and secrets",
+                    key.to_string()
+                        .unwrap_or_else(|_| key.type_name().to_string())
+                )));
+            }
+        }
+    }
     let kv_seed: Option<Table> = match &options {
         Some(options) => options.get("kv")?,
         None => None,

@@ -91,8 +91,8 @@ impl Snapshot {
                 .and_then(|name| origins.get(name).cloned());
             let env = match route_env(config, section) {
                 Ok(env) => Arc::new(env),
-                Err(problem) => {
-                    problems.push(problem);
+                Err(unreadable) => {
+                    problems.extend(unreadable);
                     continue;
                 }
             };
@@ -197,7 +197,10 @@ impl Snapshot {
 
 /// Reads the variables and secrets of a route; a secret that cannot be
 /// read is a problem of the config, reported without its value.
-fn route_env(config: &Config, section: &crate::config::RouteSection) -> Result<RouteEnv, Problem> {
+fn route_env(
+    config: &Config,
+    section: &crate::config::RouteSection,
+) -> Result<RouteEnv, Vec<Problem>> {
     let index = section.index;
     let mut env = RouteEnv {
         variables: section
@@ -207,9 +210,10 @@ fn route_env(config: &Config, section: &crate::config::RouteSection) -> Result<R
             .collect(),
         secrets: Vec::new(),
     };
+    let mut problems = Vec::new();
     for (name, source) in &section.secrets {
         let key = format!("routes[{index}].secrets.{name}");
-        let value = match (&source.env, &source.file) {
+        let value: Result<String, Problem> = match (&source.env, &source.file) {
             (Some(variable), None) => std::env::var(variable).map_err(|_| {
                 config.problem(
                     key.clone(),
@@ -218,27 +222,37 @@ fn route_env(config: &Config, section: &crate::config::RouteSection) -> Result<R
                          which is not set (or not UTF-8); set it for the proxy process"
                     ),
                 )
-            })?,
+            }),
             (None, Some(file)) => {
                 let path = config.script_path(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    config.problem(
-                        key.clone(),
-                        format!(
-                            "secret `{name}` comes from `{}`, which cannot be read: {e}",
-                            path.display()
-                        ),
-                    )
-                })?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                text.strip_suffix('\r').unwrap_or(text).to_string()
+                std::fs::read_to_string(&path)
+                    .map(|text| {
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        text.strip_suffix('\r').unwrap_or(text).to_string()
+                    })
+                    .map_err(|e| {
+                        config.problem(
+                            key.clone(),
+                            format!(
+                                "secret `{name}` comes from `{}`, which cannot be read: {e}",
+                                path.display()
+                            ),
+                        )
+                    })
             }
             // Reported by `config::load`.
             _ => continue,
         };
-        env.secrets.push((name.clone(), value));
+        match value {
+            Ok(value) => env.secrets.push((name.clone(), value)),
+            Err(problem) => problems.push(problem),
+        }
     }
-    Ok(env)
+    if problems.is_empty() {
+        Ok(env)
+    } else {
+        Err(problems)
+    }
 }
 
 enum LoadFailure {

@@ -207,6 +207,10 @@ local calls = {
     {"fetch method", function() return fetch("http://example.com", {method = "BAD METHOD"}) end},
     {"fetch header", function() return fetch("http://example.com", {headers = {["x-a"] = "a\nb"}}) end},
     {"fetch_all", function() return fetch_all("http://example.com") end},
+    {"fetch_all options", function() return fetch_all({}, {timeout_ms = 5}) end},
+    {"fetch in a coroutine", function()
+        return coroutine.wrap(function() return fetch("http://example.com") end)()
+    end},
 }
 add_event_listener("fetch", function(request)
     local out = {}
@@ -250,6 +254,8 @@ end)
         ("fetch method", "`BAD METHOD` is not an HTTP method"),
         ("fetch header", "header `x-a` has a value with a newline"),
         ("fetch_all", "must be a list of URLs or request tables"),
+        ("fetch_all options", "takes one argument, the list"),
+        ("fetch in a coroutine", "cannot run inside a coroutine"),
     ];
     for (call, fragment) in expected {
         let message = body[call].as_str().unwrap_or_default();
@@ -475,7 +481,7 @@ end)
     );
 
     // The cap counts per request: this one starts from zero again. The
-    // cap metric counts the two items of the refused fetch_all as well.
+    // cap metric counts each refused call, the fetch_all above included.
     let text = client().get(proxy.url("/cap")).send()?.text()?;
     assert!(
         text.starts_with("5 ") && text.contains("at most 5 subrequests"),
@@ -486,7 +492,7 @@ end)
             &proxy,
             "actias_fetch_requests_total{outcome=\"cap\",route=\"main\"}"
         )?,
-        3.0
+        2.0
     );
 
     Ok(())
@@ -608,7 +614,7 @@ fn unreadable_secrets_and_bad_keys_fail_the_check() -> TestResult {
         "`https://example.com` is not a host name",
         "routes[0].fetch.max_in_flight",
         "routes[1].schedule",
-        "minute field `61`",
+        "minute field has `61`",
     ] {
         assert!(text.contains(fragment), "missing {fragment}:\n{text}");
     }
@@ -782,7 +788,7 @@ end)
     let proxy = proxy_with(script, "")?;
     assert_eq!(client().get(proxy.url("/")).send()?.text()?, "done");
     assert!(proxy
-        .wait_log_line(&["logged 100 lines for one request"])
+        .wait_log_line(&["logged 100 lines in one request"])
         .is_some());
     let log = proxy.log();
     assert!(log.contains("\"line 100\""), "{log}");
@@ -836,5 +842,33 @@ fn session_example_signs_cookies_and_fetches_the_profile_from_its_origin() -> Te
     let other: Value = send(reqwest::Method::GET, "/about", None)?.json()?;
     assert_eq!(other["target"], "/about");
     assert!(!proxy.log().contains("secret-session-key"));
+    Ok(())
+}
+
+#[test]
+fn top_level_fetch_and_pasted_secrets_fail_the_check_cleanly() -> TestResult {
+    let config = "routes:\n  - name: main\n    default: true\n    script: main.lua\n    \
+                  fetch: {allow_private: true}\n";
+    let script = "local early = fetch(\"http://127.0.0.1:9/\")\n\
+                  add_event_listener(\"fetch\", function() return {} end)\n";
+    let dir = ConfigDir::new(config, &[("main.lua", script)])?;
+    let output = dir.check()?;
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("call it from inside a handler"), "{text}");
+
+    let config = "routes:\n  - name: main\n    default: true\n    script: main.lua\n    \
+                  secrets:\n      KEY: \"pasted-secret-value\"\n";
+    let script = "add_event_listener(\"fetch\", function() return {} end)\n";
+    let dir = ConfigDir::new(config, &[("main.lua", script)])?;
+    let output = dir.check()?;
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("routes[0].secrets.KEY"), "{text}");
+    assert!(
+        text.contains("keep the secret itself out of the config"),
+        "{text}"
+    );
+    assert!(!text.contains("pasted-secret-value"), "{text}");
     Ok(())
 }

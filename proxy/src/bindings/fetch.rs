@@ -54,14 +54,20 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
         "fetch",
         lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
             let request = build_request("fetch", &target, &options)?;
-            let (fetcher, host) = reserve(&lua, 1)?;
+            let (fetcher, host) = reserve(&lua, "fetch", 1)?;
             let response = send(&fetcher, request, host.as_deref()).await;
             response_table(&lua, response?)
         })?,
     )?;
     globals.raw_set(
         "fetch_all",
-        lua.create_async_function(|lua, list: Value| async move {
+        lua.create_async_function(|lua, (list, extra): (Value, Value)| async move {
+            if !extra.is_nil() {
+                return Err(Error::runtime(
+                    "fetch_all: takes one argument, the list; put options in each item, such as \
+                     {url = \"https://...\", method = \"POST\"}",
+                ));
+            }
             let Value::Table(list) = list else {
                 return Err(Error::runtime(format!(
                     "fetch_all: argument 1 must be a list of URLs or request tables, not a {}",
@@ -73,7 +79,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
                 let function = format!("fetch_all: item {}", index + 1);
                 requests.push(build_request(&function, &item?, &Value::Nil)?);
             }
-            let (fetcher, host) = reserve(&lua, requests.len() as u32)?;
+            let (fetcher, host) = reserve(&lua, "fetch_all", requests.len() as u32)?;
             let in_flight = fetcher.max_in_flight;
             let responses: Vec<FetchResponse> = stream::iter(requests)
                 .map(|request| send(&fetcher, request, host.as_deref()))
@@ -92,7 +98,8 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
 
 /// Counts `count` subrequests against the route's cap and returns the
 /// fetcher and the incoming host.
-fn reserve(lua: &Lua, count: u32) -> Result<(Arc<Fetcher>, Option<String>)> {
+fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Option<String>)> {
+    super::check_handler_thread(lua, function)?;
     let fetcher = lua
         .app_data_ref::<FetchAccess>()
         .and_then(|access| access.fetcher.clone())
@@ -105,10 +112,15 @@ fn reserve(lua: &Lua, count: u32) -> Result<(Arc<Fetcher>, Option<String>)> {
         crate::metrics::METRICS
             .fetch_requests
             .with_label_values(&[fetcher.route(), "cap"])
-            .inc_by(u64::from(count));
+            .inc();
+        let asked = if count == 1 {
+            String::new()
+        } else {
+            format!(", and this call asks for {count} more")
+        };
         return Err(Error::runtime(format!(
-            "fetch: this request may make at most {} subrequests (the route's \
-             fetch.max_requests) and has made {}",
+            "{function}: this request may make at most {} subrequests (the route's \
+             fetch.max_requests) and has made {}{asked}",
             fetcher.max_requests, call.used
         )));
     }

@@ -36,6 +36,7 @@ pub struct KvCall {
 
 /// Counts one operation against the route's `max_kv_operations`.
 fn charge(lua: &Lua, operation: &str) -> Result<()> {
+    super::check_handler_thread(lua, &format!("kv {operation}"))?;
     let max = lua
         .app_data_ref::<KvAccess>()
         .map_or(u32::MAX, |access| access.max_operations);

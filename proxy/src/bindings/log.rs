@@ -77,8 +77,8 @@ fn write(lua: &Lua, level: Level, args: MultiValue) -> Result<()> {
                     target: SCRIPT_TARGET,
                     route,
                     request_id = request.id.as_str(),
-                    "the script logged {MAX_LINES_PER_CALL} lines for one request; its further \
-                     lines for this request are dropped"
+                    "the script logged {MAX_LINES_PER_CALL} lines in one request or scheduled \
+                     run; its further lines in this call are dropped"
                 );
             }
             return Ok(());

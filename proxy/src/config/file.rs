@@ -363,14 +363,44 @@ pub struct RouteSection {
 }
 
 /// Where one secret comes from: exactly one of the two fields is set.
+///
+/// Read through [`SecretSourceFields`] so that an error never quotes a
+/// value, which may be the secret itself pasted into the file.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_yaml::Value")]
 pub struct SecretSource {
     /// Name of an environment variable of the proxy process.
     pub env: Option<String>,
     /// File that holds the secret, relative to the config file's directory;
     /// one trailing newline is removed.
     pub file: Option<String>,
+}
+
+/// The fields of a secret source, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretSourceFields {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+impl TryFrom<serde_yaml::Value> for SecretSource {
+    type Error = String;
+
+    fn try_from(value: serde_yaml::Value) -> Result<Self, String> {
+        let fix = "write `{env: VARIABLE}` or `{file: PATH}`, and keep the secret itself out \
+                   of the config";
+        if !value.is_mapping() {
+            return Err(format!("a secret must be a mapping; {fix}"));
+        }
+        let fields: SecretSourceFields = serde_yaml::from_value(value).map_err(|_| {
+            format!("a secret takes only the keys `env` and `file` with text values; {fix}")
+        })?;
+        Ok(Self {
+            env: fields.env,
+            file: fields.file,
+        })
+    }
 }
 
 /// Limits and permissions of `fetch` on one route.

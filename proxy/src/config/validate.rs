@@ -566,7 +566,7 @@ fn check_env(route: &RouteSection, key: &str, problem: &mut impl FnMut(String, S
                 format!("{key}.{section}.{name}"),
                 format!(
                     "`{name}` is not a valid name; use letters, digits and `_`, not starting \
-                     with a digit, so that scripts can write env.{{NAME}}"
+                     with a digit, so that scripts can read it as env.NAME"
                 ),
             );
         }

@@ -98,6 +98,8 @@ pub struct ScheduledEvent {
 /// A sandboxed Luau state with the script loaded and its handler found.
 pub struct Vm {
     lua: Lua,
+    /// Calls a handler after recording its coroutine (`bindings::handler_entry`).
+    entry: Function,
     handler: Option<Function>,
     scheduled: Option<Function>,
     headers_metatable: Table,
@@ -173,8 +175,11 @@ impl Vm {
             return Err(ScriptError::NoHandler);
         }
 
+        let entry = bindings::handler_entry(&lua).map_err(setup)?;
+
         Ok(Self {
             lua,
+            entry,
             handler,
             scheduled,
             headers_metatable,
@@ -270,7 +275,9 @@ impl Vm {
         let table = self.lua.create_table()?;
         table.raw_set("cron", event.cron.as_str())?;
         table.raw_set("scheduled_time", event.scheduled_time_ms)?;
-        handler.call_async::<()>(table).await
+        let result = self.entry.call_async::<()>((handler, table)).await;
+        self.lua.set_app_data(bindings::HandlerThread(0));
+        result
     }
 
     /// Returns true when the VM uses so much of its memory limit that it
@@ -290,14 +297,23 @@ impl Vm {
             id: input.request_id.to_string(),
             lines: 0,
         });
+        // The Host header as sent, so that a subrequest to the origin
+        // carries it unchanged.
+        let host = input
+            .headers
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or(input.host);
         self.lua.set_app_data(bindings::FetchCall {
-            host: Some(input.host.to_string()),
+            host: Some(host.to_string()),
             used: 0,
         });
         self.lua.set_app_data(bindings::KvCall::default());
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
         // Called as a coroutine, so that the interrupt can make it yield.
-        let returned: Value = handler.call_async(&request).await?;
+        let returned = self.entry.call_async::<Value>((handler, &request)).await;
+        self.lua.set_app_data(bindings::HandlerThread(0));
+        let returned = returned?;
         match returned {
             Value::Nil => Ok(Outcome::FallThrough(request::edits(&request, input)?)),
             Value::Table(table) => Ok(Outcome::Respond(response::from_table(&table)?)),
