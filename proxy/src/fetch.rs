@@ -79,18 +79,47 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 192 && b == 0)
+                || (a == 192 && b == 88 && v4.octets()[2] == 99)
+                || (a == 198 && (b == 18 || b == 19))
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            // IPv4-compatible (::a.b.c.d) and IPv4-translated
+            // (::ffff:0:a.b.c.d) addresses carry an IPv4 address.
+            if segments[..5] == [0; 5] && (segments[5] == 0 || segments[5] == 0xffff)
+                || segments[..4] == [0; 4] && segments[4] == 0xffff && segments[5] == 0
+            {
+                let v4 = std::net::Ipv4Addr::new(
+                    (segments[6] >> 8) as u8,
+                    segments[6] as u8,
+                    (segments[7] >> 8) as u8,
+                    segments[7] as u8,
+                );
+                return !v6.is_unspecified() && !v6.is_loopback() && is_public(IpAddr::V4(v4));
+            }
+            // 6to4 (2002::/16) embeds an IPv4 address in the next 32 bits.
+            if segments[0] == 0x2002 {
+                let v4 = std::net::Ipv4Addr::new(
+                    (segments[1] >> 8) as u8,
+                    segments[1] as u8,
+                    (segments[2] >> 8) as u8,
+                    segments[2] as u8,
+                );
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = segments[0];
             !(v6.is_unspecified()
                 || v6.is_loopback()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                || segments[..4] == [0x0100, 0, 0, 0]
+                || first == 0x2001 && segments[1] < 0x0200
                 || first == 0x2001 && v6.segments()[1] == 0x0db8
                 || first == 0x0064 && v6.segments()[1] == 0xff9b)
         }
@@ -191,9 +220,29 @@ impl Fetcher {
         &self.route
     }
 
-    /// Sends `request`. `incoming_host` is the host of the request being
-    /// handled, if any: a subrequest to that host goes to the route's origin.
+    /// Sends `request` on the fetch runtime and waits for the response.
+    /// `incoming_host` is the Host of the request being handled, if any: a
+    /// subrequest to that host goes to the route's origin.
+    ///
+    /// The subrequest runs apart from the script, so that reading a large
+    /// body never counts against the handler's CPU slice, and a handler
+    /// that is dropped stops its subrequests.
     pub async fn send(
+        self: &Arc<Self>,
+        request: FetchRequest,
+        incoming_host: Option<String>,
+    ) -> Result<FetchResponse, FetchError> {
+        let fetcher = self.clone();
+        let task = fetch_runtime()
+            .map_err(FetchError::Failed)?
+            .spawn(async move { fetcher.send_here(request, incoming_host.as_deref()).await });
+        let guard = AbortOnDrop(task.abort_handle());
+        let result = task.await;
+        drop(guard);
+        result.map_err(|e| FetchError::Failed(format!("the subrequest task failed: {e}")))?
+    }
+
+    async fn send_here(
         &self,
         mut request: FetchRequest,
         incoming_host: Option<&str>,
@@ -344,6 +393,32 @@ impl Fetcher {
         }
         FetchError::Failed(describe(&error))
     }
+}
+
+/// Aborts a spawned subrequest when the handler waiting for it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The runtime that runs every subrequest, with its own two threads.
+fn fetch_runtime() -> Result<&'static tokio::runtime::Handle, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("actias-fetch")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the fetch runtime: {e}"))
+        })
+        .as_ref()
+        .map(|runtime| runtime.handle())
+        .map_err(Clone::clone)
 }
 
 fn client(

@@ -154,6 +154,7 @@ impl RouteScript {
     /// Turns a failed call into an error whose text holds no secret.
     fn script_error(&self, error: vm::CallError) -> ScriptError {
         let text = self.settings.env.redact(&error.error.to_string());
+        let text = cut(text, MAX_ERROR_BYTES);
         match error.limit {
             Some(message) => ScriptError::Limit {
                 message,
@@ -195,6 +196,22 @@ impl RouteScript {
             idle.push(vm);
         }
     }
+}
+
+/// Longest script error kept for logs, in bytes; the rest is cut.
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// Removes secret values from the text of a load error.

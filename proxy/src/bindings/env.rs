@@ -17,7 +17,11 @@ impl RouteEnv {
     /// Replaces every secret value in `text` with `[secret NAME]`.
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
-        for (name, value) in &self.secrets {
+        // Longer values first, so that a secret that contains another is
+        // replaced whole.
+        let mut secrets: Vec<&(String, String)> = self.secrets.iter().collect();
+        secrets.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        for (name, value) in secrets {
             if !value.is_empty() && text.contains(value.as_str()) {
                 text = text.replace(value.as_str(), &format!("[secret {name}]"));
             }

@@ -129,12 +129,12 @@ fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Optio
 }
 
 async fn send(
-    fetcher: &Fetcher,
+    fetcher: &Arc<Fetcher>,
     request: FetchRequest,
     host: Option<&str>,
 ) -> Result<FetchResponse> {
     let started = Instant::now();
-    let result = fetcher.send(request, host).await;
+    let result = fetcher.send(request, host.map(str::to_string)).await;
     let metrics = &crate::metrics::METRICS;
     metrics
         .fetch_duration
