@@ -126,7 +126,7 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Why a subrequest failed.
+/// The reason a subrequest failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The route may not reach this host or address.
@@ -187,6 +187,9 @@ pub struct Fetcher {
     timeout: Duration,
     max_response_bytes: usize,
     origin: Option<Arc<Origin>>,
+    /// The route's host patterns: only a request whose host one of them
+    /// names may have its subrequests to that host sent to the origin.
+    route_hosts: Vec<crate::routing::HostPattern>,
     /// Clients are built on first use; most routes never fetch.
     following: OnceLock<Result<reqwest::Client, String>>,
     manual: OnceLock<Result<reqwest::Client, String>>,
@@ -195,8 +198,17 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// Prepares fetching for `route`; no client is built yet.
-    pub fn new(route: &str, section: &FetchSection, origin: Option<Arc<Origin>>) -> Self {
+    pub fn new(
+        route: &str,
+        hosts: &[String],
+        section: &FetchSection,
+        origin: Option<Arc<Origin>>,
+    ) -> Self {
         Self {
+            route_hosts: hosts
+                .iter()
+                .filter_map(|host| crate::routing::HostPattern::parse(host).ok())
+                .collect(),
             route: route.to_string(),
             allow: section
                 .allow
@@ -256,8 +268,15 @@ impl Fetcher {
                     .to_ascii_lowercase()
             })
             .ok_or_else(|| FetchError::Invalid(format!("URL `{}` has no host", request.url)))?;
+        // The client picks the Host header, so a subrequest goes to the
+        // origin only when that host is one the route names, and never for
+        // an https URL, which asks for TLS to that name.
         let to_origin = match (&self.origin, incoming_host) {
-            (Some(origin), Some(incoming)) if host_without_port(incoming) == host => {
+            (Some(origin), Some(incoming))
+                if request.url.scheme() == "http"
+                    && host_without_port(incoming) == host
+                    && self.names_host(&host) =>
+            {
                 Some(origin.clone())
             }
             _ => None,
@@ -335,6 +354,14 @@ impl Fetcher {
             headers,
             body: body.freeze(),
             url,
+        })
+    }
+
+    /// True when one of the route's host patterns matches `host`.
+    fn names_host(&self, host: &str) -> bool {
+        self.route_hosts.iter().any(|pattern| match pattern {
+            crate::routing::HostPattern::Exact(name) => name == host,
+            crate::routing::HostPattern::Wildcard(suffix) => host.ends_with(suffix.as_str()),
         })
     }
 

@@ -121,6 +121,7 @@ impl Snapshot {
                         env: env.clone(),
                         fetcher: Some(Arc::new(Fetcher::new(
                             &section.name,
+                            &section.hosts,
                             &section.fetch,
                             origin.clone(),
                         ))),

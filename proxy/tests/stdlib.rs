@@ -208,6 +208,12 @@ local calls = {
     {"fetch header", function() return fetch("http://example.com", {headers = {["x-a"] = "a\nb"}}) end},
     {"fetch_all", function() return fetch_all("http://example.com") end},
     {"fetch_all options", function() return fetch_all({}, {timeout_ms = 5}) end},
+    {"url.build_query size", function()
+        return url.build_query({k = table.create(200, string.rep("x", 1048576))})
+    end},
+    {"fetch headers size", function()
+        return fetch("http://example.com", {headers = {x = table.create(100, string.rep("a", 1024))}})
+    end},
     {"fetch in a coroutine", function()
         return coroutine.wrap(function() return fetch("http://example.com") end)()
     end},
@@ -255,6 +261,14 @@ end)
         ("fetch header", "header `x-a` has a value with a newline"),
         ("fetch_all", "must be a list of URLs or request tables"),
         ("fetch_all options", "takes one argument, the list"),
+        (
+            "url.build_query size",
+            "larger than the script's memory limit",
+        ),
+        (
+            "fetch headers size",
+            "headers add up to more than 65536 bytes",
+        ),
         ("fetch in a coroutine", "cannot run inside a coroutine"),
     ];
     for (call, fragment) in expected {
@@ -870,5 +884,36 @@ fn top_level_fetch_and_pasted_secrets_fail_the_check_cleanly() -> TestResult {
         "{text}"
     );
     assert!(!text.contains("pasted-secret-value"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn a_client_chosen_host_does_not_divert_subrequests_to_the_origin() -> TestResult {
+    let origin = Origin::start("diverted");
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: app\n    servers: \
+         [\"{}\"]\nroutes:\n  - name: catchall\n    default: true\n    script: main.lua\n    \
+         origin: app\n    fetch:\n      allow: [\"localhost\"]\n",
+        origin.address()
+    );
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local ok, err = pcall(fetch, "http://" .. request.headers.host .. "/private")
+    return {body = ok and "reached the origin" or tostring(err)}
+end)
+"#;
+    let proxy = Proxy::start(&config, &[("main.lua", script)])?;
+    // The default route names no host, so a Host header of the client's
+    // choosing is checked like any other subrequest host.
+    let text = client()
+        .get(proxy.url("/"))
+        .header("host", format!("localhost:{}", origin.port))
+        .send()?
+        .text()?;
+    assert!(
+        text.contains("is loopback, private or otherwise not public"),
+        "{text}"
+    );
+    assert_eq!(origin.accepted_connections(), 0);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `fetch(url_or_request, options)` and `fetch_all(list)`: subrequests
 //! from a script.
 //!
-//! The VM holds its route's [`Fetcher`] as app data and a [`FetchCall`]
+//! The VM keeps its route's [`Fetcher`] as app data and a [`FetchCall`]
 //! that the runtime resets for every request: the incoming host and the
 //! number of subrequests made so far. Both functions are async, so the
 //! script yields while the subrequest is in flight.
@@ -33,6 +33,9 @@ pub struct FetchCall {
     /// Subrequests made so far in this call.
     pub used: u32,
 }
+
+/// Largest total size of the header names and values of one subrequest.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Headers that describe one connection or its framing; the client sets
 /// its own.
@@ -74,12 +77,28 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
                     super::args::type_name(&list)
                 )));
             };
-            let mut requests = Vec::new();
+            // The cap is checked before any item is read, and the bodies
+            // together may not exceed the script's memory limit.
+            let count = list.raw_len();
+            let (fetcher, host) = reserve(&lua, "fetch_all", count as u32)?;
+            let memory_limit = lua
+                .app_data_ref::<super::MemoryLimit>()
+                .map_or(usize::MAX, |limit| limit.0);
+            let mut body_bytes = 0usize;
+            let mut requests = Vec::with_capacity(count);
             for (index, item) in list.sequence_values::<Value>().enumerate() {
                 let function = format!("fetch_all: item {}", index + 1);
-                requests.push(build_request(&function, &item?, &Value::Nil)?);
+                let request = build_request(&function, &item?, &Value::Nil)?;
+                body_bytes += request.body.as_ref().map_or(0, |body| body.len());
+                if body_bytes > memory_limit {
+                    return Err(Error::runtime(format!(
+                        "fetch_all: the bodies add up to more than the script's memory limit \
+                         of {memory_limit} bytes; send fewer or smaller bodies"
+                    )));
+                }
+                requests.push(request);
             }
-            let (fetcher, host) = reserve(&lua, "fetch_all", requests.len() as u32)?;
+
             let in_flight = fetcher.max_in_flight;
             let responses: Vec<FetchResponse> = stream::iter(requests)
                 .map(|request| send(&fetcher, request, host.as_deref()))
@@ -113,14 +132,14 @@ fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Optio
             .fetch_requests
             .with_label_values(&[fetcher.route(), "cap"])
             .inc();
-        let asked = if count == 1 {
+        let requested = if count == 1 {
             String::new()
         } else {
             format!(", and this call asks for {count} more")
         };
         return Err(Error::runtime(format!(
             "{function}: this request may make at most {} subrequests (the route's \
-             fetch.max_requests) and has made {}{asked}",
+             fetch.max_requests) and has made {}{requested}",
             fetcher.max_requests, call.used
         )));
     }
@@ -307,6 +326,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
         }
     };
     let mut out = Vec::new();
+    let mut total = 0usize;
     for pair in headers.pairs::<Value, Value>() {
         let (name, value) = pair?;
         let Value::String(name) = name else {
@@ -331,6 +351,17 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
             value => vec![value],
         };
         for value in values {
+            let length = match &value {
+                Value::String(text) => text.as_bytes().len(),
+                _ => 32,
+            };
+            total += name_text.len() + length;
+            if total > MAX_HEADER_BYTES {
+                return Err(Error::runtime(format!(
+                    "{function}: the headers add up to more than {MAX_HEADER_BYTES} bytes; send \
+                     large data in the body"
+                )));
+            }
             let bytes = match &value {
                 Value::String(text) => text.as_bytes().to_vec(),
                 Value::Integer(n) => n.to_string().into_bytes(),

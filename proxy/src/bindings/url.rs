@@ -141,7 +141,23 @@ fn parse_query(lua: &Lua, text: Value) -> Result<Table> {
 }
 
 /// `url.build_query(table)`: a query string with names in sorted order.
-fn build_query(_: &Lua, table: Value) -> Result<String> {
+fn build_query(lua: &Lua, table: Value) -> Result<String> {
+    let memory_limit = lua
+        .app_data_ref::<super::MemoryLimit>()
+        .map_or(usize::MAX, |limit| limit.0);
+    // Counts the bytes read so far, which bounds the encoded result (at
+    // most three times as long) by the script's own memory limit.
+    let mut total = 0usize;
+    let mut count = |length: usize| -> Result<()> {
+        total += length + 2;
+        if total.saturating_mul(3) > memory_limit {
+            return Err(Error::runtime(format!(
+                "url.build_query: the query would be larger than the script's memory limit of \
+                 {memory_limit} bytes"
+            )));
+        }
+        Ok(())
+    };
     let Value::Table(table) = table else {
         return Err(Error::runtime(format!(
             "url.build_query: argument 1 must be a table of names to values, not a {}",
@@ -152,7 +168,10 @@ fn build_query(_: &Lua, table: Value) -> Result<String> {
     for entry in table.pairs::<Value, Value>() {
         let (name, value) = entry?;
         let name = match name {
-            Value::String(name) => name.as_bytes().to_vec(),
+            Value::String(name) => {
+                count(name.as_bytes().len())?;
+                name.as_bytes().to_vec()
+            }
             other => {
                 return Err(Error::runtime(format!(
                     "url.build_query: names must be strings, found a {} key",
@@ -160,13 +179,21 @@ fn build_query(_: &Lua, table: Value) -> Result<String> {
                 )))
             }
         };
-        let values = match value {
+        let items = match value {
             Value::Table(list) => list
                 .sequence_values::<Value>()
-                .map(|value| query_value(&name, value?))
                 .collect::<Result<Vec<_>>>()?,
-            value => vec![query_value(&name, value)?],
+            value => vec![value],
         };
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            if let Value::String(text) = &item {
+                count(text.as_bytes().len())?;
+            }
+            // A repeated name is written once per value.
+            count(name.len())?;
+            values.push(query_value(&name, item)?);
+        }
         pairs.insert(name, values);
     }
     let mut out = String::new();
