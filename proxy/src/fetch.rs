@@ -1,12 +1,13 @@
 //! Subrequests that scripts make with `fetch`: which hosts and addresses a
 //! route may reach, the HTTP clients, and the per-request caps.
 //!
-//! A subrequest whose host is the incoming request's host goes to the
-//! route's origin, like a fall-through request, so a handler can change the
-//! origin's response. Every other subrequest is checked against the
-//! route's allow-list, and each address its host resolves to must be
-//! public unless the route allows private ones; redirects are checked the
-//! same way at every hop.
+//! An `http://` subrequest to the incoming request's host, when one of the
+//! route's `hosts` names it, goes to the route's origin like a fall-through
+//! request, so a handler can change the origin's response.
+//!
+//! Every other subrequest is checked against the route's allow-list. Each
+//! address its host resolves to must also be public, unless the route
+//! allows private ones, and redirects are checked again at every hop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -270,7 +271,7 @@ impl Fetcher {
             .ok_or_else(|| FetchError::Invalid(format!("URL `{}` has no host", request.url)))?;
         // The client picks the Host header, so a subrequest goes to the
         // origin only when that host is one the route names, and never for
-        // an https URL, which asks for TLS to that name.
+        // an https URL, which requests TLS to that name.
         let to_origin = match (&self.origin, incoming_host) {
             (Some(origin), Some(incoming))
                 if request.url.scheme() == "http"
@@ -431,7 +432,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The runtime that runs every subrequest, with its own two threads.
+/// Returns the runtime that runs every subrequest, on two threads of its own.
 fn fetch_runtime() -> Result<&'static tokio::runtime::Handle, String> {
     static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RUNTIME
@@ -482,13 +483,13 @@ fn check_host(
     };
     if let Some(ip) = literal {
         if !allow_private && !is_public(ip) {
-            return Err(private_refusal(route, host, ip));
+            return Err(private_address_error(route, host, ip));
         }
     }
     Ok(())
 }
 
-fn private_refusal(route: &str, host: &str, ip: IpAddr) -> FetchError {
+fn private_address_error(route: &str, host: &str, ip: IpAddr) -> FetchError {
     FetchError::Refused(format!(
         "route `{route}` may not fetch from `{host}`: its address {ip} is loopback, private or \
          otherwise not public; set fetch.allow_private on the route to allow it"
@@ -513,7 +514,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
             if !allow_private {
                 if let Some(address) = addresses.iter().find(|a| !is_public(a.ip())) {
                     let refused: Box<dyn std::error::Error + Send + Sync> =
-                        Box::new(private_refusal(&route, &host, address.ip()));
+                        Box::new(private_address_error(&route, &host, address.ip()));
                     return Err(refused);
                 }
             }
@@ -523,7 +524,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
-/// Where subrequests to an origin connect.
+/// The address and settings that subrequests to an origin connect with.
 pub struct OriginTarget {
     /// `scheme://host:port` of the first server.
     pub base: String,
@@ -576,7 +577,7 @@ fn find_source<'a, T: std::error::Error + 'static>(
     None
 }
 
-/// The innermost cause of a client error, which names what went wrong
+/// Describes a client error down to its innermost cause, which names what went wrong
 /// (connection refused, certificate not trusted) rather than the layer.
 fn describe(error: &reqwest::Error) -> String {
     let mut message = error.to_string();

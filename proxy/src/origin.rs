@@ -92,7 +92,7 @@ impl Origin {
     /// Picks the next server for a subrequest made with `fetch`.
     ///
     /// Over TLS the URL names the server name for the certificate, and the
-    /// client is told to connect to the servers' addresses instead.
+    /// client is set to connect to the servers' addresses instead.
     pub fn fetch_target(&self) -> Option<crate::fetch::OriginTarget> {
         let backend = self.balancer.select(b"", 256)?;
         let address = *backend.addr.as_inet()?;

@@ -72,7 +72,7 @@ impl Reloader {
         }
     }
 
-    /// The snapshot being served.
+    /// Returns the snapshot being served.
     pub fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }

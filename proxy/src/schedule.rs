@@ -224,7 +224,7 @@ pub async fn run_schedules(shared: Arc<ArcSwap<Snapshot>>) {
     }
 }
 
-/// What one scheduled run did.
+/// The result of one scheduled run.
 pub struct RunReport {
     /// `ok`, `error` or `limit`.
     pub outcome: &'static str,

@@ -16,7 +16,7 @@ mod vm;
 use std::sync::Mutex;
 
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
-pub use request::{format_number, RequestEdits, RequestInput};
+pub use request::{format_number, multi_value_table, RequestEdits, RequestInput};
 pub use response::ScriptResponse;
 use std::time::Duration;
 
@@ -106,24 +106,8 @@ impl RouteScript {
         input: &RequestInput<'_>,
         cpu_limit: Duration,
     ) -> (Result<Outcome, ScriptError>, Duration) {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return (
-                Err(ScriptError::Setup("the VM pool is closed".into())),
-                Duration::ZERO,
-            );
-        };
-        let vm = match self.take_vm().await {
-            Ok(vm) => vm,
-            Err(e) => return (Err(e), Duration::ZERO),
-        };
-        let (result, used) = vm.call(input, cpu_limit).await;
-        let hit_limit = matches!(&result, Err(e) if e.limit.is_some());
-        if hit_limit || vm.near_memory_limit() {
-            tracing::debug!(route = %self.route, "dropping a VM that reached its limits");
-        } else {
-            self.return_vm(vm);
-        }
-        (result.map_err(|e| self.script_error(e)), used)
+        self.with_vm(async |vm: &Vm| vm.call(input, cpu_limit).await)
+            .await
     }
 
     /// Runs the scheduled handler on an idle VM within `cpu_limit`, like
@@ -133,6 +117,16 @@ impl RouteScript {
         event: &ScheduledEvent,
         cpu_limit: Duration,
     ) -> (Result<(), ScriptError>, Duration) {
+        self.with_vm(async |vm: &Vm| vm.call_scheduled(event, cpu_limit).await)
+            .await
+    }
+
+    /// Calls `call` on an idle VM under a permit of the pool, then keeps the
+    /// VM unless it reached a limit.
+    async fn with_vm<T>(
+        &self,
+        call: impl AsyncFnOnce(&Vm) -> (Result<T, vm::CallError>, Duration),
+    ) -> (Result<T, ScriptError>, Duration) {
         let Ok(_permit) = self.permits.acquire().await else {
             return (
                 Err(ScriptError::Setup("the VM pool is closed".into())),
@@ -143,15 +137,17 @@ impl RouteScript {
             Ok(vm) => vm,
             Err(e) => return (Err(e), Duration::ZERO),
         };
-        let (result, used) = vm.call_scheduled(event, cpu_limit).await;
+        let (result, used) = call(&vm).await;
         let hit_limit = matches!(&result, Err(e) if e.limit.is_some());
-        if !hit_limit && !vm.near_memory_limit() {
+        if hit_limit || vm.near_memory_limit() {
+            tracing::debug!(route = %self.route, "dropping a VM that reached its limits");
+        } else {
             self.return_vm(vm);
         }
         (result.map_err(|e| self.script_error(e)), used)
     }
 
-    /// Turns a failed call into an error whose text holds no secret.
+    /// Turns a failed call into an error whose text contains no secret.
     fn script_error(&self, error: vm::CallError) -> ScriptError {
         let text = self.settings.env.redact(&error.error.to_string());
         let text = cut(text, MAX_ERROR_BYTES);
@@ -198,7 +194,7 @@ impl RouteScript {
     }
 }
 
-/// Longest script error kept for logs, in bytes; the rest is cut.
+/// Maximum length, in bytes, of a script error kept for logs. The rest is cut.
 const MAX_ERROR_BYTES: usize = 16 * 1024;
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.

@@ -344,7 +344,7 @@ end)
 }
 
 #[test]
-fn fetch_refuses_private_addresses_and_hosts_off_the_allow_list() -> TestResult {
+fn fetch_rejects_private_and_unlisted_hosts() -> TestResult {
     let origin = Origin::start("private");
     let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: open\n    hosts: \
          [open.test]\n    script: main.lua\n  - name: listed\n    hosts: [listed.test]\n    \
@@ -478,7 +478,7 @@ end)
         "{body}"
     );
     // Four slow requests, two in flight at a time.
-    assert_eq!(origin.most_slow_at_once(), 2);
+    assert_eq!(origin.max_slow_at_once(), 2);
 
     let started = Instant::now();
     let text = client().get(proxy.url("/timeout")).send()?.text()?;
@@ -513,7 +513,7 @@ end)
 }
 
 #[test]
-fn fetch_of_the_incoming_request_goes_to_the_route_origin() -> TestResult {
+fn fetch_request_reaches_route_origin() -> TestResult {
     let origin = Origin::start("backend");
     let config = format!(
         "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: backend\n    \
@@ -556,7 +556,7 @@ end)
 }
 
 #[test]
-fn env_and_secrets_reach_only_their_route_and_never_the_log() -> TestResult {
+fn env_secrets_stay_in_route() -> TestResult {
     let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: main\n    \
                   hosts: [main.test]\n    script: main.lua\n    env:\n      GREETING: hello\n    \
                   secrets:\n      TOKEN: {file: token.txt}\n      HOME_DIR: {env: HOME}\n  \
@@ -657,7 +657,7 @@ fn unreadable_secrets_and_bad_keys_fail_the_check() -> TestResult {
 }
 
 #[test]
-fn scheduled_handlers_run_by_hand_and_keep_their_schedule_after_failures() -> TestResult {
+fn scheduled_runs_survive_failures() -> TestResult {
     let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: counter\n    \
                   script: counter.lua\n    schedule: \"0 0 1 1 *\"\n    kv: [jobs]\n  - name: \
                   web\n    default: true\n    script: web.lua\n    kv: [jobs]\n";
@@ -811,7 +811,7 @@ end)
 }
 
 #[test]
-fn session_example_signs_cookies_and_fetches_the_profile_from_its_origin() -> TestResult {
+fn session_example_signs_and_fetches() -> TestResult {
     let origin = Origin::start("profiles");
     let script = include_str!("../../conf/scripts/session.lua");
     let key_file = "secret-session-key-for-this-test\n";
@@ -860,7 +860,7 @@ fn session_example_signs_cookies_and_fetches_the_profile_from_its_origin() -> Te
 }
 
 #[test]
-fn top_level_fetch_and_pasted_secrets_fail_the_check_cleanly() -> TestResult {
+fn check_rejects_top_level_fetch_and_pasted_secrets() -> TestResult {
     let config = "routes:\n  - name: main\n    default: true\n    script: main.lua\n    \
                   fetch: {allow_private: true}\n";
     let script = "local early = fetch(\"http://127.0.0.1:9/\")\n\
@@ -888,7 +888,7 @@ fn top_level_fetch_and_pasted_secrets_fail_the_check_cleanly() -> TestResult {
 }
 
 #[test]
-fn a_client_chosen_host_does_not_divert_subrequests_to_the_origin() -> TestResult {
+fn fetch_ignores_client_chosen_host() -> TestResult {
     let origin = Origin::start("diverted");
     let config = format!(
         "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: app\n    servers: \

@@ -44,7 +44,7 @@ pub fn integer(
     Ok(number as i64)
 }
 
-/// The name that Lua's `type` gives `value`: integers are numbers too.
+/// Returns the name that Lua's `type` gives `value`, so integers are numbers.
 pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Integer(_) => "number",

@@ -1,7 +1,7 @@
 //! `base64` and `hex`: text forms of binary strings.
 //!
 //! Encoders take any Lua string, including raw digests; decoders reject
-//! malformed input with an error that says where it went wrong.
+//! malformed input with an error that gives the offset of the first bad byte.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};

@@ -392,18 +392,7 @@ fn response_table(lua: &Lua, response: FetchResponse) -> Result<Table> {
     table.raw_set("status", response.status)?;
     table.raw_set("ok", (200..300).contains(&response.status))?;
     table.raw_set("url", response.url)?;
-    let headers = lua.create_table()?;
-    for (name, value) in response.headers {
-        let value = lua.create_string(&value)?;
-        match headers.raw_get::<Value>(name.as_str())? {
-            Value::Nil => headers.raw_set(name, value)?,
-            Value::Table(list) => list.raw_push(value)?,
-            first => {
-                let list = lua.create_sequence_from([first, Value::String(value)])?;
-                headers.raw_set(name, list)?;
-            }
-        }
-    }
+    let headers = crate::script::multi_value_table(lua, response.headers.into_iter())?;
     if let Ok(Some(metatable)) = lua.named_registry_value::<Option<Table>>(HEADERS_METATABLE) {
         headers.set_metatable(Some(metatable))?;
     }

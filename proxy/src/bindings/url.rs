@@ -120,23 +120,18 @@ fn parse_query(lua: &Lua, text: Value) -> Result<Table> {
     let text = args::string("url.parse_query", 1, text)?;
     let text = text.as_bytes();
     let text = text.strip_prefix(b"?").unwrap_or(&text);
-    let table = lua.create_table()?;
+    let mut pairs = Vec::new();
     for pair in text.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
         let (name, value) = match pair.iter().position(|&b| b == b'=') {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &[][..]),
         };
-        let name = lua.create_string(decode("url.parse_query", name, true)?)?;
-        let value = lua.create_string(decode("url.parse_query", value, true)?)?;
-        match table.raw_get::<Value>(&name)? {
-            Value::Nil => table.raw_set(name, value)?,
-            Value::Table(list) => list.raw_push(value)?,
-            first => {
-                let list = lua.create_sequence_from([first, Value::String(value)])?;
-                table.raw_set(name, list)?;
-            }
-        }
+        pairs.push((
+            decode("url.parse_query", name, true)?,
+            decode("url.parse_query", value, true)?,
+        ));
     }
+    let table = crate::script::multi_value_table(lua, pairs.into_iter())?;
     Ok(table)
 }
 

@@ -354,7 +354,7 @@ pub struct RouteSection {
     /// variable or a file.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, SecretSource>,
-    /// What `fetch` may reach from this route.
+    /// The hosts and limits of `fetch` on this route.
     #[serde(default)]
     pub fetch: FetchSection,
     /// Cron expression on which the script's scheduled handler runs.
@@ -362,7 +362,7 @@ pub struct RouteSection {
     pub schedule: Option<String>,
 }
 
-/// Where one secret comes from: exactly one of the two fields is set.
+/// The source of one secret: exactly one of the two fields is set.
 ///
 /// Read through [`SecretSourceFields`] so that an error never quotes a
 /// value, which may be the secret itself pasted into the file.
@@ -371,7 +371,7 @@ pub struct RouteSection {
 pub struct SecretSource {
     /// Name of an environment variable of the proxy process.
     pub env: Option<String>,
-    /// File that holds the secret, relative to the config file's directory;
+    /// File that contains the secret, relative to the config file's directory;
     /// one trailing newline is removed.
     pub file: Option<String>,
 }
@@ -414,7 +414,7 @@ pub struct FetchSection {
     pub allow_private: bool,
     /// Most subrequests one request (or one scheduled run) may make.
     pub max_requests: u32,
-    /// Most subrequests in flight at once for one request.
+    /// Maximum subrequests in flight at once for one request.
     pub max_in_flight: usize,
     /// Milliseconds a subrequest may take, body included; a script may
     /// ask for less.

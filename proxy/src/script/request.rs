@@ -204,11 +204,15 @@ fn parse_query(raw: Option<&str>) -> impl Iterator<Item = (String, Vec<u8>)> + '
 
 /// Creates a table where a name seen once maps to a string and a name seen
 /// several times maps to a list of strings, in order.
-fn multi_value_table(lua: &Lua, pairs: impl Iterator<Item = (String, Vec<u8>)>) -> Result<Table> {
+pub fn multi_value_table<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    lua: &Lua,
+    pairs: impl Iterator<Item = (N, V)>,
+) -> Result<Table> {
     let table = lua.create_table()?;
     for (name, value) in pairs {
-        let value = lua.create_string(&value)?;
-        match table.raw_get::<Value>(name.as_str())? {
+        let name = lua.create_string(name.as_ref())?;
+        let value = lua.create_string(value.as_ref())?;
+        match table.raw_get::<Value>(&name)? {
             Value::Nil => table.raw_set(name, value)?,
             Value::Table(list) => list.raw_push(value)?,
             first => {

@@ -83,7 +83,7 @@ pub struct VmSettings {
     pub kv_max_operations: u32,
     /// Variables and secrets the route declared.
     pub env: Arc<bindings::RouteEnv>,
-    /// What `fetch` may reach; `None` where subrequests are not available.
+    /// The route's fetch settings; `None` where subrequests are not available.
     pub fetcher: Option<Arc<crate::fetch::Fetcher>>,
 }
 

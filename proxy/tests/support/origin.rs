@@ -3,8 +3,8 @@
 //! It parses requests itself instead of using a server library, so that
 //! tests see the request line and header bytes exactly as the proxy sent
 //! them. `GET /slow?ms=N` waits N milliseconds before responding (and
-//! counts the most such requests waiting at once), and
-//! `GET /redirect?to=URL` answers 302 with `Location: URL`.
+//! counts the maximum of such requests waiting at once), and
+//! `GET /redirect?to=URL` responds 302 with `Location: URL`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,15 +18,15 @@ pub struct Origin {
     pub port: u16,
     pub name: String,
     accepted: Arc<AtomicUsize>,
-    most_slow: Arc<AtomicUsize>,
+    max_slow: Arc<AtomicUsize>,
 }
 
 impl Origin {
     /// Starts an origin that marks its responses with `X-Origin: name`.
     pub fn start(name: &str) -> Self {
         let accepted = Arc::new(AtomicUsize::new(0));
-        let most_slow = Arc::new(AtomicUsize::new(0));
-        let slow = (Arc::new(AtomicUsize::new(0)), most_slow.clone());
+        let max_slow = Arc::new(AtomicUsize::new(0));
+        let slow = (Arc::new(AtomicUsize::new(0)), max_slow.clone());
         let (port_sender, port_receiver) = std::sync::mpsc::channel();
         let counter = accepted.clone();
         let origin_name = name.to_string();
@@ -53,7 +53,7 @@ impl Origin {
             port,
             name: name.to_string(),
             accepted,
-            most_slow,
+            max_slow,
         }
     }
 
@@ -63,8 +63,8 @@ impl Origin {
     }
 
     /// Most `/slow` requests that were waiting at the same time.
-    pub fn most_slow_at_once(&self) -> usize {
-        self.most_slow.load(Ordering::SeqCst)
+    pub fn max_slow_at_once(&self) -> usize {
+        self.max_slow.load(Ordering::SeqCst)
     }
 
     pub fn address(&self) -> String {
