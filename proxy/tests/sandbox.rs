@@ -153,8 +153,8 @@ fn other_routes_answer_while_a_script_spins() -> TestResult {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    // A request queued on the spinning worker thread waits until the script
-    // is stopped; the other worker thread serves the rest meanwhile.
+    // The spinning handler yields its worker thread every few milliseconds,
+    // so requests to the healthy route are served while it runs.
     let healthy: Vec<_> = (0..5)
         .map(|_| {
             let url = proxy.url("/");
@@ -176,15 +176,27 @@ fn other_routes_answer_while_a_script_spins() -> TestResult {
         healthy.iter().all(|(status, ..)| *status == 200),
         "{healthy:?}"
     );
+    // The spin holds 1.5 s of CPU time, so a request that waited for it
+    // ends after it. Latency itself is not checked: on a loaded machine a
+    // request served during the spin can still take hundreds of
+    // milliseconds.
     let served_during = healthy
         .iter()
-        .filter(|(_, started, ended)| {
-            *ended < spin_ended && *ended - *started < Duration::from_millis(300)
-        })
+        .filter(|(_, _, ended)| *ended < spin_ended)
         .count();
+    let timings: Vec<_> = healthy
+        .iter()
+        .map(|(_, started, ended)| {
+            (
+                *ended - *started,
+                spin_ended.saturating_duration_since(*ended),
+            )
+        })
+        .collect();
     assert!(
-        served_during >= 3,
-        "only {served_during} of 5 served during the spin"
+        served_during >= 4,
+        "only {served_during} of 5 served before the spin ended \
+         (took, ended before the spin): {timings:?}"
     );
     Ok(())
 }
