@@ -176,7 +176,7 @@ fn other_routes_answer_while_a_script_spins() -> TestResult {
         healthy.iter().all(|(status, ..)| *status == 200),
         "{healthy:?}"
     );
-    // The spin holds 1.5 s of CPU time, so a request that waited for it
+    // The spin uses 1.5 s of CPU time, so a request that waited for it
     // ends after it. Latency itself is not checked: on a loaded machine a
     // request served during the spin can still take hundreds of
     // milliseconds.
