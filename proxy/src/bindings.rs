@@ -13,6 +13,7 @@ mod json;
 mod kv;
 mod log;
 mod modules;
+mod search;
 mod time;
 mod url;
 mod uuid;
@@ -60,13 +61,20 @@ pub fn check_handler_thread(lua: &Lua, function: &str) -> Result<()> {
              script, which runs once when the script loads"
         )));
     }
-    if lua.current_thread().to_pointer() as usize != expected {
+    if !on_handler_thread(lua) {
         return Err(Error::runtime(format!(
             "{function}: call it from the handler itself; it cannot run inside a coroutine that \
              the script created with coroutine.create or coroutine.wrap"
         )));
     }
     Ok(())
+}
+
+/// Returns true when the running coroutine is the one of the current
+/// handler call, not the top level or a coroutine the script created.
+pub fn on_handler_thread(lua: &Lua) -> bool {
+    let expected = lua.app_data_ref::<HandlerThread>().map_or(0, |t| t.0);
+    expected != 0 && lua.current_thread().to_pointer() as usize == expected
 }
 
 /// Installs the globals that scripts use.
@@ -83,6 +91,7 @@ pub fn install(lua: &Lua) -> Result<()> {
     globals.raw_set("url", url::create(lua)?)?;
     globals.raw_set("env", env::create(lua)?)?;
     fetch::install(lua, &globals)?;
+    search::install(lua)?;
     globals.raw_set("print", log::create_print(lua)?)?;
     globals.raw_set(
         "add_event_listener",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
 use super::budget::{Budget, Metered};
 use super::request::{self, RequestEdits, RequestInput};
@@ -148,7 +148,13 @@ impl Vm {
         lua.set_memory_limit(memory_limit).map_err(setup)?;
         let budget = Arc::new(Budget::default());
         let interrupt_budget = budget.clone();
-        lua.set_interrupt(move |_| interrupt_budget.check());
+        // A yield inside a coroutine the script created would return to
+        // the script's own `coroutine.resume` as if the coroutine had
+        // yielded, so only the handler's coroutine yields the thread.
+        lua.set_interrupt(move |lua| match interrupt_budget.check()? {
+            VmState::Yield if !bindings::on_handler_thread(lua) => Ok(VmState::Continue),
+            state => Ok(state),
+        });
 
         budget.arm(LOAD_CPU_LIMIT);
         budget.begin_slice();
