@@ -181,7 +181,21 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
+        let from_script = session
+            .req_header()
+            .headers
+            .contains_key(crate::fetch::SUBREQUEST_DEPTH_HEADER);
         let (status, content_type, body) = match path.as_str() {
+            // A route allowed to fetch private addresses could otherwise
+            // reload the proxy or run another route's scheduled handler.
+            _ if from_script => {
+                tracing::warn!(path = %path, "rejected an admin request sent by a script's fetch");
+                (
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    b"the admin endpoints do not accept subrequests from scripts\n".to_vec(),
+                )
+            }
             // A browser sends `Origin` on cross-site requests; an operator's
             // curl does not, so such requests cannot reload from a web page.
             "/reload" if session.req_header().headers.contains_key(header::ORIGIN) => (

@@ -127,6 +127,25 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Header that every subrequest carries: how many subrequests deep it is.
+/// The admin listener rejects requests that carry it, and a request that
+/// arrives this way may make subrequests only while the depth is below
+/// [`MAX_SUBREQUEST_DEPTH`], which stops a script that fetches its own route.
+pub const SUBREQUEST_DEPTH_HEADER: &str = "actias-subrequest-depth";
+
+/// Depth at which a request may no longer make subrequests: a client's
+/// request is at depth 0, its subrequests at 1, and so on.
+pub const MAX_SUBREQUEST_DEPTH: u32 = 3;
+
+/// Returns the subrequest depth that `headers` declare, 0 when none.
+pub fn subrequest_depth(headers: &http::HeaderMap) -> u32 {
+    headers
+        .get(SUBREQUEST_DEPTH_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The reason a subrequest failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -242,9 +261,23 @@ impl Fetcher {
     /// that is dropped stops its subrequests.
     pub async fn send(
         self: &Arc<Self>,
-        request: FetchRequest,
+        mut request: FetchRequest,
         incoming_host: Option<String>,
+        depth: u32,
     ) -> Result<FetchResponse, FetchError> {
+        if depth >= MAX_SUBREQUEST_DEPTH {
+            return Err(FetchError::Refused(format!(
+                "this request is itself a subrequest {depth} levels deep, and subrequests stop \
+                 at {MAX_SUBREQUEST_DEPTH} levels; check that the script does not fetch its own route"
+            )));
+        }
+        request
+            .headers
+            .retain(|(name, _)| name != SUBREQUEST_DEPTH_HEADER);
+        request.headers.push((
+            HeaderName::from_static(SUBREQUEST_DEPTH_HEADER),
+            HeaderValue::from(depth + 1),
+        ));
         let fetcher = self.clone();
         let task = fetch_runtime()
             .map_err(FetchError::Failed)?

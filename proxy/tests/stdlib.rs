@@ -917,3 +917,50 @@ end)
     assert_eq!(origin.accepted_connections(), 0);
     Ok(())
 }
+
+#[test]
+fn subrequests_cannot_loop_or_reach_admin() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    if request.path == "/admin" then
+        local response = fetch(request.headers["x-target"], {method = "POST"})
+        return {body = response.status .. " " .. response.body}
+    end
+    local depth = request.headers["actias-subrequest-depth"] or "0"
+    -- A script cannot lower the depth by setting the header itself.
+    local ok, result = pcall(fetch, request.url, {headers = {["actias-subrequest-depth"] = "0"}})
+    if ok then
+        return {body = depth .. ">" .. result.body}
+    end
+    return {body = depth .. "!" .. tostring(result)}
+end)
+"#;
+    let proxy = proxy_with(script, "    fetch:\n      allow_private: true\n")?;
+
+    let chain = client().get(proxy.url("/loop")).send()?.text()?;
+    assert!(chain.starts_with("0>1>2>3!"), "{chain}");
+    assert!(chain.contains("subrequests stop at 3 levels"), "{chain}");
+
+    for path in ["/reload", "/scheduled/main"] {
+        let body = client()
+            .get(proxy.url("/admin"))
+            .header("x-target", proxy.admin_url(path))
+            .send()?
+            .text()?;
+        assert_eq!(
+            body, "403 the admin endpoints do not accept subrequests from scripts\n",
+            "{path}"
+        );
+    }
+    assert!(
+        proxy
+            .wait_log_line(&[
+                "rejected an admin request sent by a script's fetch",
+                "/reload"
+            ])
+            .is_some(),
+        "{}",
+        proxy.log()
+    );
+    Ok(())
+}

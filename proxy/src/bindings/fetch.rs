@@ -32,6 +32,9 @@ pub struct FetchCall {
     pub host: Option<String>,
     /// Subrequests made so far in this call.
     pub used: u32,
+    /// How many subrequests deep the request being handled is; 0 for a
+    /// client's request and for scheduled runs.
+    pub depth: u32,
 }
 
 /// Largest total size of the header names and values of one subrequest.
@@ -57,8 +60,8 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
         "fetch",
         lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
             let request = build_request("fetch", &target, &options)?;
-            let (fetcher, host) = reserve(&lua, "fetch", 1)?;
-            let response = send(&fetcher, request, host.as_deref()).await;
+            let (fetcher, host, depth) = reserve(&lua, "fetch", 1)?;
+            let response = send(&fetcher, request, host.as_deref(), depth).await;
             response_table(&lua, response?)
         })?,
     )?;
@@ -80,7 +83,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
             // The cap is checked before any item is read, and the bodies
             // together may not exceed the script's memory limit.
             let count = list.raw_len();
-            let (fetcher, host) = reserve(&lua, "fetch_all", count as u32)?;
+            let (fetcher, host, depth) = reserve(&lua, "fetch_all", count as u32)?;
             let memory_limit = lua
                 .app_data_ref::<super::MemoryLimit>()
                 .map_or(usize::MAX, |limit| limit.0);
@@ -101,7 +104,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
 
             let in_flight = fetcher.max_in_flight;
             let responses: Vec<FetchResponse> = stream::iter(requests)
-                .map(|request| send(&fetcher, request, host.as_deref()))
+                .map(|request| send(&fetcher, request, host.as_deref(), depth))
                 .buffered(in_flight)
                 .try_collect()
                 .await?;
@@ -117,7 +120,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
 
 /// Counts `count` subrequests against the route's cap and returns the
 /// fetcher and the incoming host.
-fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Option<String>)> {
+fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Option<String>, u32)> {
     super::check_handler_thread(lua, function)?;
     let fetcher = lua
         .app_data_ref::<FetchAccess>()
@@ -144,16 +147,17 @@ fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Optio
         )));
     }
     call.used = after;
-    Ok((fetcher, call.host.clone()))
+    Ok((fetcher, call.host.clone(), call.depth))
 }
 
 async fn send(
     fetcher: &Arc<Fetcher>,
     request: FetchRequest,
     host: Option<&str>,
+    depth: u32,
 ) -> Result<FetchResponse> {
     let started = Instant::now();
-    let result = fetcher.send(request, host.map(str::to_string)).await;
+    let result = fetcher.send(request, host.map(str::to_string), depth).await;
     let metrics = &crate::metrics::METRICS;
     metrics
         .fetch_duration

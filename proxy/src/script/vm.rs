@@ -313,6 +313,7 @@ impl Vm {
         self.lua.set_app_data(bindings::FetchCall {
             host: Some(host.to_string()),
             used: 0,
+            depth: crate::fetch::subrequest_depth(input.headers),
         });
         self.lua.set_app_data(bindings::KvCall::default());
         let request = request::build(&self.lua, input, &self.headers_metatable)?;
