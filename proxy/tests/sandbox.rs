@@ -438,6 +438,10 @@ add_event_listener("fetch", function(request)
         for i = 1, 200 do list[i] = big end
         return {body = json.stringify(list)}
     end
+    if request.path == "/encode" then
+        local ok, err = pcall(hex.encode, string.rep("y", 1536 * 1024))
+        return {body = tostring(ok) .. " " .. tostring(err)}
+    end
     if request.path == "/log" then
         local parts = {}
         for i = 1, 20 do parts[i] = big end
@@ -473,6 +477,14 @@ end)
     );
     let line = proxy.wait_log_line(&["response headers exceed 65536 bytes"]);
     assert!(line.is_some(), "{}", proxy.log());
+    // Three MiB of hex do not fit next to the strings already built, so
+    // they are never built.
+    let encoded = http.get(proxy.url("/encode")).send()?.text()?;
+    assert!(
+        encoded.starts_with("false ")
+            && encoded.contains("hex.encode: the result would be 3145728 bytes"),
+        "{encoded}"
+    );
     let logged = http.get(proxy.url("/log")).send()?;
     assert_eq!(logged.status(), 200);
     let log = proxy.log();

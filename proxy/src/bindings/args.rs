@@ -3,7 +3,7 @@
 //! mlua's own conversion errors name a Rust type; these name the Lua
 //! function, the argument and what to pass instead.
 
-use mlua::{Error, LuaString, Result, Value};
+use mlua::{Error, Lua, LuaString, Result, Value};
 
 /// Returns argument `position` of `function` as a string; numbers are not
 /// accepted, so that a digest of `1` is never a digest of `"1"` by accident.
@@ -42,6 +42,23 @@ pub fn integer(
         )));
     }
     Ok(number as i64)
+}
+
+/// Fails unless a result of `length` bytes fits in what is left of the
+/// script's memory limit, checked before the result is built outside the
+/// Lua heap.
+pub fn check_result_size(lua: &Lua, function: &str, length: usize) -> Result<()> {
+    let limit = lua
+        .app_data_ref::<super::MemoryLimit>()
+        .map_or(usize::MAX, |limit| limit.0);
+    let free = limit.saturating_sub(lua.used_memory());
+    if length > free {
+        return Err(Error::runtime(format!(
+            "{function}: the result would be {length} bytes, more than the {free} bytes left of \
+             the script's memory limit of {limit} bytes; pass a shorter string"
+        )));
+    }
+    Ok(())
 }
 
 /// Returns the name that Lua's `type` gives `value`, so integers are numbers.

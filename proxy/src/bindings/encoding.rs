@@ -25,6 +25,7 @@ pub fn create_base64(lua: &Lua) -> Result<Table> {
         "encode",
         lua.create_function(|lua, data: Value| {
             let data = args::string("base64.encode", 1, data)?;
+            args::check_result_size(lua, "base64.encode", data.as_bytes().len().div_ceil(3) * 4)?;
             lua.create_string(STANDARD.encode(&*data.as_bytes()))
         })?,
     )?;
@@ -32,6 +33,7 @@ pub fn create_base64(lua: &Lua) -> Result<Table> {
         "decode",
         lua.create_function(|lua, text: Value| {
             let text = args::string("base64.decode", 1, text)?;
+            args::check_result_size(lua, "base64.decode", text.as_bytes().len() / 4 * 3 + 3)?;
             let decoded = STANDARD.decode(&*text.as_bytes()).map_err(|e| {
                 decode_error(
                     "base64.decode",
@@ -46,6 +48,11 @@ pub fn create_base64(lua: &Lua) -> Result<Table> {
         "url_encode",
         lua.create_function(|lua, data: Value| {
             let data = args::string("base64.url_encode", 1, data)?;
+            args::check_result_size(
+                lua,
+                "base64.url_encode",
+                data.as_bytes().len().div_ceil(3) * 4,
+            )?;
             lua.create_string(URL_SAFE_NO_PAD.encode(&*data.as_bytes()))
         })?,
     )?;
@@ -53,6 +60,7 @@ pub fn create_base64(lua: &Lua) -> Result<Table> {
         "url_decode",
         lua.create_function(|lua, text: Value| {
             let text = args::string("base64.url_decode", 1, text)?;
+            args::check_result_size(lua, "base64.url_decode", text.as_bytes().len() / 4 * 3 + 3)?;
             let decoded = URL_SAFE_LENIENT.decode(&*text.as_bytes()).map_err(|e| {
                 decode_error("base64.url_decode", e, "URL-safe base64 (A-Z a-z 0-9 - _)")
             })?;
@@ -76,6 +84,7 @@ pub fn create_hex(lua: &Lua) -> Result<Table> {
         "encode",
         lua.create_function(|lua, data: Value| {
             let data = args::string("hex.encode", 1, data)?;
+            args::check_result_size(lua, "hex.encode", data.as_bytes().len() * 2)?;
             lua.create_string(encode_hex(&data.as_bytes()))
         })?,
     )?;
@@ -83,6 +92,7 @@ pub fn create_hex(lua: &Lua) -> Result<Table> {
         "decode",
         lua.create_function(|lua, text: Value| {
             let text = args::string("hex.decode", 1, text)?;
+            args::check_result_size(lua, "hex.decode", text.as_bytes().len() / 2)?;
             lua.create_string(decode_hex(&text.as_bytes())?)
         })?,
     )?;
