@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use crate::config::FetchSection;
 use crate::origin::Origin;
+use crate::runtimes::LazyRuntime;
 
 /// Most redirects followed for one subrequest.
 const MAX_REDIRECTS: usize = 10;
@@ -279,7 +280,8 @@ impl Fetcher {
             HeaderValue::from(depth + 1),
         ));
         let fetcher = self.clone();
-        let task = fetch_runtime()
+        let task = FETCH_RUNTIME
+            .handle()
             .map_err(FetchError::Failed)?
             .spawn(async move { fetcher.send_here(request, incoming_host.as_deref()).await });
         let guard = AbortOnDrop(task.abort_handle());
@@ -465,22 +467,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Returns the runtime that runs every subrequest, on two threads of its own.
-fn fetch_runtime() -> Result<&'static tokio::runtime::Handle, String> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("actias-fetch")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the fetch runtime: {e}"))
-        })
-        .as_ref()
-        .map(|runtime| runtime.handle())
-        .map_err(Clone::clone)
-}
+/// The runtime that runs every subrequest, on two threads of its own.
+static FETCH_RUNTIME: LazyRuntime = LazyRuntime::new("actias-fetch", 2);
 
 fn client(
     cell: &OnceLock<Result<reqwest::Client, String>>,

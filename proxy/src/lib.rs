@@ -17,6 +17,7 @@ pub mod origin;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod runtimes;
 pub mod schedule;
 pub mod script;
 pub mod script_test;

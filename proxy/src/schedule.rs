@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 
 use crate::metrics::METRICS;
+use crate::runtimes::LazyRuntime;
 use crate::script::{ScheduledEvent, ScriptError};
 use crate::snapshot::{Route, Snapshot};
 
@@ -185,6 +186,11 @@ impl Schedule {
     }
 }
 
+/// The runtime of scheduled runs: apart from the control runtime, so that a
+/// long run never delays a reload or the key-value store's own tasks, and
+/// with two threads, so that one long run does not hold up every other.
+static SCHEDULED_RUNTIME: LazyRuntime = LazyRuntime::new("actias-scheduled", 2);
+
 /// Runs the scheduled handlers of the served snapshot on time, for as long
 /// as the process lives. A reload that changes a route's schedule takes
 /// effect from the next tick; a run already started finishes on the
@@ -206,9 +212,16 @@ pub async fn run_schedules(shared: Arc<ArcSwap<Snapshot>>) {
             if now >= next {
                 let snapshot = snapshot.clone();
                 let cron = expression.clone();
-                tokio::spawn(async move {
-                    run_now(&snapshot.routes[index], &cron, next.timestamp_millis()).await;
-                });
+                match SCHEDULED_RUNTIME.handle() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            run_now(&snapshot.routes[index], &cron, next.timestamp_millis()).await;
+                        });
+                    }
+                    Err(error) => {
+                        tracing::error!(route = %route.name, error, "scheduled run not started")
+                    }
+                }
                 due.insert(
                     key.clone(),
                     schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC),

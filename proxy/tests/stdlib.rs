@@ -725,14 +725,24 @@ end)
 
 #[test]
 fn schedules_fire_on_the_minute() -> TestResult {
-    let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: ticker\n    \
-                  script: ticker.lua\n    schedule: \"* * * * *\"\n";
+    // The heavy route comes first, so its run starts first.
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: heavy\n    \
+                  script: heavy.lua\n    schedule: \"* * * * *\"\n    limits:\n      \
+                  cpu_ms: 3000\n  - name: ticker\n    script: ticker.lua\n    schedule: \
+                  \"* * * * *\"\n";
     let ticker = r#"
 add_event_listener("scheduled", function(event)
     log.info("tick at " .. time.format_rfc3339(event.scheduled_time) .. " by " .. event.cron)
 end)
 "#;
-    let proxy = Proxy::start(config, &[("ticker.lua", ticker)])?;
+    // A spin inside a coroutine never yields the thread, so it holds one
+    // thread until the CPU limit stops it.
+    let heavy = r#"
+add_event_listener("scheduled", function(event)
+    coroutine.wrap(function() while true do end end)()
+end)
+"#;
+    let proxy = Proxy::start(config, &[("ticker.lua", ticker), ("heavy.lua", heavy)])?;
     // The next minute boundary is at most 60 s away.
     let deadline = Instant::now() + Duration::from_secs(75);
     let line = loop {
@@ -754,6 +764,27 @@ end)
     assert!(proxy
         .wait_log_line(&["scheduled run", "ticker", "\"outcome\":\"ok\""])
         .is_some());
+
+    // The heavy run of the same minute did not delay the ticker's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy.log().contains("scheduled run failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the heavy run never stopped:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = proxy.log();
+    let stopped = log
+        .lines()
+        .find(|line| line.contains("scheduled run failed"))
+        .unwrap_or_default();
+    assert!(stopped.contains("\"route\":\"heavy\""), "{stopped}");
+    assert!(stopped.contains("\"outcome\":\"limit\""), "{stopped}");
+    let tick_at = log.find("tick at");
+    let heavy_at = log.find("scheduled run failed");
+    assert!(tick_at < heavy_at, "{log}");
     Ok(())
 }
 
