@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
-/// A multi-threaded runtime built on first use
-/// and kept for the life of the process.
+/// A multi-threaded runtime built on first use and kept for the life of the
+/// process.
 pub struct LazyRuntime {
     name: &'static str,
     threads: usize,
