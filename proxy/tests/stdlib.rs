@@ -455,10 +455,12 @@ end)
 "#,
         port = origin.port
     );
+    // The origin echoes the request: about 300 bytes for `/slow`, over 600
+    // for the long path of `/large`.
     let proxy = proxy_with(
         &script,
         "    fetch:\n      allow_private: true\n      max_requests: 5\n      max_in_flight: 2\n      \
-         max_response_bytes: 250\n",
+         max_response_bytes: 500\n",
     )?;
     let body = get_json(&proxy, "/all")?;
     let targets: Vec<String> = serde_json::from_value(body["targets"].clone())?;
@@ -490,7 +492,7 @@ end)
 
     let text = client().get(proxy.url("/large")).send()?.text()?;
     assert!(
-        text.contains("larger than the route's fetch.max_response_bytes of 250 bytes"),
+        text.contains("larger than the route's fetch.max_response_bytes of 500 bytes"),
         "{text}"
     );
 
