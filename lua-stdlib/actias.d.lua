@@ -511,8 +511,9 @@ function url.build_query(query) end
 ---Sends a subrequest and returns its response. The script yields while
 ---it waits. On a route with an origin, a URL whose host is the incoming
 ---request's host goes to that origin, so `fetch(request)` returns the
----origin's response. Other hosts must pass the route's `fetch.allow` list and resolve to public
----addresses. Raises `fetch: ...` when the host is not allowed, the input
+---origin's response, with the script's changes to `request.path`,
+---`request.query` and `request.headers`. Other hosts must pass the route's
+---`fetch.allow` list and resolve to public addresses. Raises `fetch: ...` when the host is not allowed, the input
 ---is invalid, the subrequest times out or fails, the body is larger than
 ---`fetch.max_response_bytes`, or the request has made
 ---`fetch.max_requests` subrequests.

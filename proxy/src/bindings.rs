@@ -19,7 +19,7 @@ mod url;
 mod uuid;
 
 pub use env::RouteEnv;
-pub use fetch::{FetchAccess, FetchCall, HEADERS_METATABLE};
+pub use fetch::{FetchAccess, FetchCall, IncomingTarget, HEADERS_METATABLE};
 pub use kv::{KvAccess, KvCall};
 pub use log::{CurrentRequest, MemoryLimit, ScriptIdentity, MAX_LINES_PER_CALL};
 pub use modules::MODULES;

@@ -16,7 +16,7 @@ mod vm;
 use std::sync::Mutex;
 
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
-pub use request::{format_number, multi_value_table, RequestEdits, RequestInput};
+pub use request::{format_number, multi_value_table, target_edits, RequestEdits, RequestInput};
 pub use response::ScriptResponse;
 use std::time::Duration;
 

@@ -526,6 +526,10 @@ fn fetch_request_reaches_route_origin() -> TestResult {
     let script = r#"
 add_event_listener("fetch", function(request)
     request.headers["x-added"] = "by-script"
+    if request.path == "/old/cart" then
+        request.path = "/new/cart"
+        request.query.page = "2"
+    end
     local response = fetch(request)
     local echo = json.parse(response.body)
     return {
@@ -554,6 +558,14 @@ end)
     };
     assert_eq!(header("host").as_deref(), Some("shop.test"));
     assert_eq!(header("x-added").as_deref(), Some("by-script"));
+
+    // Path and query edits apply to `fetch(request)` as to a fall-through.
+    let edited: Value = client()
+        .get(proxy.url("/old/cart?id=3"))
+        .header("host", "shop.test")
+        .send()?
+        .json()?;
+    assert_eq!(edited["target"], "/new/cart?id=3&page=2");
     Ok(())
 }
 

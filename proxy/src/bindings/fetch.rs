@@ -35,6 +35,17 @@ pub struct FetchCall {
     /// How many subrequests deep the request being handled is; 0 for a
     /// client's request and for scheduled runs.
     pub depth: u32,
+    /// The request table passed to the handler, with the path and query it
+    /// arrived with, so that `fetch(request)` sends the script's edits.
+    pub incoming: Option<IncomingTarget>,
+}
+
+/// The request table of a handler call and its target as it arrived.
+pub struct IncomingTarget {
+    /// Address of the table, compared with the table passed to `fetch`.
+    pub table: usize,
+    pub path: String,
+    pub raw_query: Option<String>,
 }
 
 /// Largest total size of the header names and values of one subrequest.
@@ -59,7 +70,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
     globals.raw_set(
         "fetch",
         lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
-            let request = build_request("fetch", &target, &options)?;
+            let request = build_request(&lua, "fetch", &target, &options)?;
             let (fetcher, host, depth) = reserve(&lua, "fetch", 1)?;
             let response = send(&fetcher, request, host.as_deref(), depth).await;
             response_table(&lua, response?)
@@ -91,7 +102,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
             let mut requests = Vec::with_capacity(count);
             for (index, item) in list.sequence_values::<Value>().enumerate() {
                 let function = format!("fetch_all: item {}", index + 1);
-                let request = build_request(&function, &item?, &Value::Nil)?;
+                let request = build_request(&lua, &function, &item?, &Value::Nil)?;
                 body_bytes += request.body.as_ref().map_or(0, |body| body.len());
                 if body_bytes > memory_limit {
                     return Err(Error::runtime(format!(
@@ -174,8 +185,35 @@ async fn send(
     result.map_err(|e: FetchError| Error::runtime(format!("fetch: {e}")))
 }
 
+/// Sets the path and query that the script gave `table` on `url` when
+/// `table` is the request passed to the handler, whose `url` still names
+/// the target as it arrived.
+fn apply_target_edits(lua: &Lua, table: &Table, url: &mut url::Url) -> Result<()> {
+    let call = lua.app_data_ref::<FetchCall>();
+    let Some(incoming) = call.as_ref().and_then(|call| call.incoming.as_ref()) else {
+        return Ok(());
+    };
+    if incoming.table != table.to_pointer() as usize {
+        return Ok(());
+    }
+    let (path, query) =
+        crate::script::target_edits(table, &incoming.path, incoming.raw_query.as_deref())?;
+    if let Some(path) = path {
+        url.set_path(&path);
+    }
+    if let Some(query) = query {
+        url.set_query((!query.is_empty()).then_some(query.as_str()));
+    }
+    Ok(())
+}
+
 /// Reads the target and options of one subrequest.
-fn build_request(function: &str, target: &Value, options: &Value) -> Result<FetchRequest> {
+fn build_request(
+    lua: &Lua,
+    function: &str,
+    target: &Value,
+    options: &Value,
+) -> Result<FetchRequest> {
     let options = match options {
         Value::Nil => None,
         Value::Table(options) => Some(options),
@@ -204,12 +242,15 @@ fn build_request(function: &str, target: &Value, options: &Value) -> Result<Fetc
             )))
         }
     };
-    let url = url::Url::parse(&url).map_err(|e| {
+    let mut url = url::Url::parse(&url).map_err(|e| {
         Error::runtime(format!(
             "{function}: `{url}` is not an absolute URL ({e}); pass a URL such as \
              \"https://api.example.com/items\""
         ))
     })?;
+    if let Some(table) = base {
+        apply_target_edits(lua, table, &mut url)?;
+    }
     // A field of the options wins over the same field of the request table.
     let field = |name: &str| -> Result<Value> {
         if let Some(options) = options {

@@ -90,40 +90,12 @@ pub fn build(lua: &Lua, input: &RequestInput<'_>, headers_metatable: &Table) -> 
 /// Reads back the path, query and headers of `request` and returns what
 /// differs from `input`.
 pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> {
-    let mut edits = RequestEdits::default();
-
-    match request.raw_get::<Value>("path")? {
-        Value::String(path) => {
-            let path = path.to_str()?.to_string();
-            if path != input.path {
-                if !path.starts_with('/') {
-                    return Err(Error::runtime(format!(
-                        "request.path `{path}` must start with `/`"
-                    )));
-                }
-                edits.path = Some(encode_path(&path));
-            }
-        }
-        other => {
-            return Err(Error::runtime(format!(
-                "request.path must be a string, not a {}",
-                other.type_name()
-            )))
-        }
-    }
-
-    let query = read_multi_value(request, "query")?;
-    let mut original: Vec<(String, Vec<u8>)> = parse_query(input.raw_query)
-        .map(|(k, v)| (k, v.to_vec()))
-        .collect();
-    original.sort_by(|a, b| a.0.cmp(&b.0));
-    if query != original {
-        let mut serializer = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &query {
-            serializer.append_pair(name, &String::from_utf8_lossy(value));
-        }
-        edits.query = Some(serializer.finish());
-    }
+    let (path, query) = target_edits(request, &input.path, input.raw_query)?;
+    let mut edits = RequestEdits {
+        path,
+        query,
+        ..RequestEdits::default()
+    };
 
     let headers = read_multi_value(request, "headers")?;
     let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
@@ -179,6 +151,50 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
         }
     }
     Ok(edits)
+}
+
+/// Returns the path (percent-encoded) and the query string of `request`
+/// where they differ from `path` and `raw_query`, the request as it
+/// arrived.
+pub fn target_edits(
+    request: &Table,
+    path: &str,
+    raw_query: Option<&str>,
+) -> Result<(Option<String>, Option<String>)> {
+    let edited_path = match request.raw_get::<Value>("path")? {
+        Value::String(edited) => {
+            let edited = edited.to_str()?.to_string();
+            if edited == path {
+                None
+            } else if !edited.starts_with('/') {
+                return Err(Error::runtime(format!(
+                    "request.path `{edited}` must start with `/`"
+                )));
+            } else {
+                Some(encode_path(&edited))
+            }
+        }
+        other => {
+            return Err(Error::runtime(format!(
+                "request.path must be a string, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+
+    let query = read_multi_value(request, "query")?;
+    let mut original: Vec<(String, Vec<u8>)> = parse_query(raw_query)
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+    original.sort_by(|a, b| a.0.cmp(&b.0));
+    let edited_query = (query != original).then(|| {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &query {
+            serializer.append_pair(name, &String::from_utf8_lossy(value));
+        }
+        serializer.finish()
+    });
+    Ok((edited_path, edited_query))
 }
 
 /// Largest total size of the headers a script forwards, in bytes.

@@ -310,13 +310,18 @@ impl Vm {
             .get(http::header::HOST)
             .and_then(|value| value.to_str().ok())
             .unwrap_or(input.host);
+        self.lua.set_app_data(bindings::KvCall::default());
+        let request = request::build(&self.lua, input, &self.headers_metatable)?;
         self.lua.set_app_data(bindings::FetchCall {
             host: Some(host.to_string()),
             used: 0,
             depth: crate::fetch::subrequest_depth(input.headers),
+            incoming: Some(bindings::IncomingTarget {
+                table: request.to_pointer() as usize,
+                path: input.path.clone(),
+                raw_query: input.raw_query.map(str::to_string),
+            }),
         });
-        self.lua.set_app_data(bindings::KvCall::default());
-        let request = request::build(&self.lua, input, &self.headers_metatable)?;
         // Called as a coroutine, so that the interrupt can make it yield.
         let returned = self.entry.call_async::<Value>((handler, &request)).await;
         self.lua.set_app_data(bindings::HandlerThread(0));
