@@ -86,14 +86,14 @@ impl AdminApp {
             );
         };
         let snapshot = reloader.current();
-        let Some(found) = snapshot.routes.iter().find(|r| r.name == route) else {
+        let Some(index) = snapshot.routes.iter().position(|r| r.name == route) else {
             return (
                 StatusCode::NOT_FOUND,
                 "text/plain",
                 format!("there is no route `{route}`\n").into_bytes(),
             );
         };
-        if !found
+        if !snapshot.routes[index]
             .script
             .as_ref()
             .is_some_and(|script| script.has_scheduled_handler)
@@ -108,7 +108,17 @@ impl AdminApp {
                 .into_bytes(),
             );
         }
-        let report = crate::schedule::run_now(found, "manual", crate::bindings::now_ms()).await;
+        let report = match crate::schedule::run_by_hand(snapshot, index).await {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::error!(route, error, "scheduled run by hand failed to start");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("scheduled run of `{route}` failed to start: {error}\n").into_bytes(),
+                );
+            }
+        };
         let millis = report.duration.as_secs_f64() * 1000.0;
         match report.error {
             None => (

@@ -210,17 +210,14 @@ pub async fn run_schedules(shared: Arc<ArcSwap<Snapshot>>) {
                 .entry(key.clone())
                 .or_insert_with(|| schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC));
             if now >= next {
-                let snapshot = snapshot.clone();
-                let cron = expression.clone();
-                match SCHEDULED_RUNTIME.handle() {
-                    Ok(runtime) => {
-                        runtime.spawn(async move {
-                            run_now(&snapshot.routes[index], &cron, next.timestamp_millis()).await;
-                        });
-                    }
-                    Err(error) => {
-                        tracing::error!(route = %route.name, error, "scheduled run not started")
-                    }
+                let started = start_run(
+                    snapshot.clone(),
+                    index,
+                    expression.clone(),
+                    next.timestamp_millis(),
+                );
+                if let Err(error) = started {
+                    tracing::error!(route = %route.name, error, "scheduled run not started");
                 }
                 due.insert(
                     key.clone(),
@@ -235,6 +232,32 @@ pub async fn run_schedules(shared: Arc<ArcSwap<Snapshot>>) {
         let millis = 1000 - (Utc::now().timestamp_subsec_millis() as u64 % 1000);
         tokio::time::sleep(std::time::Duration::from_millis(millis.max(1))).await;
     }
+}
+
+/// Starts a run of the route at `index` in `snapshot` on the scheduled
+/// runtime.
+fn start_run(
+    snapshot: Arc<Snapshot>,
+    index: usize,
+    cron: String,
+    scheduled_time_ms: i64,
+) -> Result<tokio::task::JoinHandle<RunReport>, String> {
+    let runtime = SCHEDULED_RUNTIME.handle()?;
+    Ok(runtime
+        .spawn(async move { run_now(&snapshot.routes[index], &cron, scheduled_time_ms).await }))
+}
+
+/// Runs the route at `index` in `snapshot` once, as `manual`, on the
+/// scheduled runtime like timed runs, and waits for the report.
+pub async fn run_by_hand(snapshot: Arc<Snapshot>, index: usize) -> Result<RunReport, String> {
+    start_run(
+        snapshot,
+        index,
+        "manual".to_string(),
+        crate::bindings::now_ms(),
+    )?
+    .await
+    .map_err(|e| format!("the scheduled run task failed: {e}"))
 }
 
 /// The result of one scheduled run.
