@@ -187,7 +187,7 @@ impl Schedule {
 }
 
 /// The runtime of scheduled runs: apart from the control runtime, so that a
-/// long run never delays a reload or the key-value store's own tasks, and
+/// long run does not delay a reload or the key-value store's own tasks, and
 /// with two threads, so that one long run does not hold up every other.
 static SCHEDULED_RUNTIME: LazyRuntime = LazyRuntime::new("actias-scheduled", 2);
 
