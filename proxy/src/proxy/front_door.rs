@@ -1,12 +1,12 @@
 //! Checks of the request head that run before routing: framing that could
 //! smuggle a second request, and size limits.
 //!
-//! Pingora already rejects invalid or repeated Content-Length values,
+//! Pingora already rejects invalid or differing Content-Length values,
 //! Transfer-Encoding other than a final `chunked`, Transfer-Encoding on
 //! HTTP/1.0, obsolete line folding and invalid chunk sizes with 400. This
 //! module adds what it lets through: a request with both Content-Length and
-//! Transfer-Encoding, a request target over `max_uri_bytes` and a head
-//! over `max_header_bytes`.
+//! Transfer-Encoding, a Content-Length repeated with the same value, a
+//! request target over `max_uri_bytes` and a head over `max_header_bytes`.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -41,6 +41,17 @@ pub fn check(
         return Some(Rejection {
             status: 400,
             message: "400 Bad Request: the request has both Content-Length and Transfer-Encoding",
+        });
+    }
+    // Pingora accepts a repeated Content-Length when the values agree, and
+    // would forward every copy. An origin that reads them differently could
+    // take part of the body as the next request.
+    let mut lengths = request.headers.get_all(CONTENT_LENGTH).iter();
+    let first = lengths.next();
+    if lengths.next().is_some() || first.is_some_and(|value| value.as_bytes().contains(&b',')) {
+        return Some(Rejection {
+            status: 400,
+            message: "400 Bad Request: the request has more than one Content-Length value",
         });
     }
 
