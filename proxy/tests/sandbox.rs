@@ -226,6 +226,10 @@ add_event_listener("fetch", function(request)
     try("require", function() return require("os") end)
     try("collect", function() return collectgarbage("collect") end)
     try("count", function() return type(collectgarbage("count")) end)
+    try("setfenv", function() return setfenv end)
+    try("getfenv", function() return getfenv end)
+    try("get string metatable", function() return type(getmetatable("")) end)
+    try("string method", function() return ("ok"):upper() end)
     try("string metatable", function() getmetatable("").__index.upper = function() return "x" end end)
     try("string library", function() string.upper = nil end)
     try("json table", function() json.stringify = nil end)
@@ -251,6 +255,8 @@ end)
         "load",
         "dofile",
         "loadfile",
+        "setfenv",
+        "getfenv",
     ] {
         assert_eq!(results[absent], "nil", "{absent}: {body}");
     }
@@ -268,6 +274,9 @@ end)
     assert_eq!(results["os.time"], "number");
     assert_eq!(results["debug.traceback"], "function");
     assert_eq!(results["count"], "number");
+    // `getmetatable("")` gives the lock message, not the shared table.
+    assert_eq!(results["get string metatable"], "string");
+    assert_eq!(results["string method"], "OK");
     // The other route still gets the real string library.
     assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
     Ok(())

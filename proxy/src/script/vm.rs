@@ -217,6 +217,19 @@ impl Vm {
         cpu_limit: Duration,
         out_of_time: bool,
     ) -> Result<T, CallError> {
+        // A failed allocation is named first: a call that ran out of memory
+        // often also ran past its CPU time while it allocated.
+        if let Err(error) = &result {
+            if is_memory_error(error) {
+                return Err(CallError {
+                    error: error.clone(),
+                    limit: Some(format!(
+                        "memory limit of {} bytes exceeded",
+                        self.memory_limit
+                    )),
+                });
+            }
+        }
         if out_of_time {
             let message = format!("CPU time limit of {} ms exceeded", cpu_limit.as_millis());
             let error = match result {
@@ -228,17 +241,7 @@ impl Vm {
                 limit: Some(message),
             });
         }
-        match result {
-            Err(error) if is_memory_error(&error) => Err(CallError {
-                error,
-                limit: Some(format!(
-                    "memory limit of {} bytes exceeded",
-                    self.memory_limit
-                )),
-            }),
-            Err(error) => Err(CallError { error, limit: None }),
-            Ok(outcome) => Ok(outcome),
-        }
+        result.map_err(|error| CallError { error, limit: None })
     }
 
     /// True when the script registered a fetch handler.
@@ -339,9 +342,17 @@ impl Vm {
 }
 
 /// Removes what the sandbox should not offer: `debug` keeps only
-/// `traceback`.
+/// `traceback`, and `getfenv` and `setfenv` are gone.
 fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let globals = lua.globals();
+    // `setfenv` could swap the environment of the handler, which would
+    // break the VM for every later request without any limit replacing it.
+    globals.raw_set("setfenv", Value::Nil)?;
+    globals.raw_set("getfenv", Value::Nil)?;
+    // Scripts may call string methods but not get the shared metatable.
+    lua.load(r#"rawset(getmetatable(""), "__metatable", "the string metatable is locked")"#)
+        .set_name("=actias/sandbox")
+        .exec()?;
     let debug: Table = globals.raw_get("debug")?;
     let traceback: Value = debug.raw_get("traceback")?;
     let restricted = lua.create_table()?;
