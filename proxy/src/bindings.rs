@@ -77,6 +77,42 @@ pub fn on_handler_thread(lua: &Lua) -> bool {
     expected != 0 && lua.current_thread().to_pointer() as usize == expected
 }
 
+/// Steps of a binding's loop between two checks of the CPU budget.
+const CPU_CHECK_INTERVAL: u32 = 256;
+
+/// A check of the handler's CPU budget for long loops inside bindings,
+/// where Luau's interrupt does not run. The default checks nothing.
+#[derive(Default)]
+pub struct CpuCheck {
+    budget: Option<std::sync::Arc<crate::script::Budget>>,
+    steps: u32,
+}
+
+impl CpuCheck {
+    /// Starts checking the budget of the VM that runs `lua`.
+    pub fn new(lua: &Lua) -> Self {
+        Self {
+            budget: lua
+                .app_data_ref::<std::sync::Arc<crate::script::Budget>>()
+                .map(|budget| budget.clone()),
+            steps: 0,
+        }
+    }
+
+    /// Counts one step and raises the CPU limit error once the budget has
+    /// run out, checked every `CPU_CHECK_INTERVAL` steps.
+    pub fn step(&mut self) -> Result<()> {
+        self.steps = self.steps.wrapping_add(1);
+        if !self.steps.is_multiple_of(CPU_CHECK_INTERVAL) {
+            return Ok(());
+        }
+        match &self.budget {
+            Some(budget) => budget.check().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Installs the globals that scripts use.
 pub fn install(lua: &Lua) -> Result<()> {
     let globals = lua.globals();

@@ -15,8 +15,12 @@ mod vm;
 
 use std::sync::Mutex;
 
+pub use budget::Budget;
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
-pub use request::{format_number, multi_value_table, target_edits, RequestEdits, RequestInput};
+pub use request::{
+    format_number, multi_value_table, target_edits, try_multi_value_table, RequestEdits,
+    RequestInput,
+};
 pub use response::ScriptResponse;
 use std::time::Duration;
 

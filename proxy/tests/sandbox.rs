@@ -596,3 +596,44 @@ end)
     }
     Ok(())
 }
+
+#[test]
+fn hostile_form_bodies_fail_fast() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local form = url.parse_query(request.body or "")
+    return {body = "hello " .. tostring(form.name)}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: form\n    hosts: [form.test]\n    script: form.lua\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n",
+        &[("form.lua", script), ("healthy.lua", HEALTHY)],
+    )?;
+    let post = |body: String| -> TestResult<u16> {
+        Ok(client()
+            .post(proxy.url("/"))
+            .header("host", "form.test")
+            .body(body)
+            .send()?
+            .status()
+            .as_u16())
+    };
+
+    // Five million empty pairs cannot fit in 64 MiB, so parsing fails
+    // before it starts. Counting them can pass 50 ms in a debug build,
+    // which makes the status 503.
+    let status = post("a&".repeat(5 * 1024 * 1024))?;
+    assert!([500, 503].contains(&status), "{status}");
+    let refused = proxy.wait_log_line(&["url.parse_query: the result would be"]);
+    assert!(refused.is_some(), "{}", proxy.log());
+
+    // Two million pairs could fit, so parsing starts and the CPU limit
+    // stops it.
+    assert_eq!(post("a=1&".repeat(2 * 1024 * 1024))?, 503);
+    let stopped = proxy.wait_log_line(&["script stopped by a limit", "\"route\":\"form\""]);
+    assert!(stopped.is_some(), "{}", proxy.log());
+
+    assert_eq!(post("name=ada".to_string())?, 200);
+    assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
+    Ok(())
+}

@@ -30,17 +30,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
     )?;
     json.raw_set(
         "stringify",
-        lua.create_function(|lua, value: Value| {
-            let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
-            let mut encoder = Encoder {
-                max_bytes: max_output(lua),
-                out: String::new(),
-                seen: Vec::new(),
-                array_metatable,
-            };
-            encoder.encode(&value)?;
-            Ok(encoder.out)
-        })?,
+        lua.create_function(|lua, value: Value| encode(lua, &value))?,
     )?;
     json.raw_set(
         "parse",
@@ -69,6 +59,7 @@ pub fn encode(lua: &Lua, value: &Value) -> Result<String> {
         out: String::new(),
         seen: Vec::new(),
         array_metatable,
+        cpu: super::CpuCheck::new(lua),
     };
     encoder.encode(value)?;
     Ok(encoder.out)
@@ -89,7 +80,12 @@ pub fn decode(lua: &Lua, text: &[u8]) -> Result<Value> {
     let parsed: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| Error::runtime(format!("json.parse: invalid JSON: {e}")))?;
     let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
-    to_lua(lua, &parsed, &array_metatable)
+    to_lua(
+        lua,
+        &parsed,
+        &array_metatable,
+        &mut super::CpuCheck::new(lua),
+    )
 }
 
 struct Encoder {
@@ -100,10 +96,12 @@ struct Encoder {
     /// Tables on the path from the root, to detect cycles.
     seen: Vec<*const c_void>,
     array_metatable: Table,
+    cpu: super::CpuCheck,
 }
 
 impl Encoder {
     fn encode(&mut self, value: &Value) -> Result<()> {
+        self.cpu.step()?;
         match value {
             Value::Nil => self.out.push_str("null"),
             Value::LightUserData(ud) if ud.0.is_null() => self.out.push_str("null"),
@@ -256,6 +254,7 @@ impl Encoder {
                         out: String::new(),
                         seen: Vec::new(),
                         array_metatable: self.array_metatable.clone(),
+                        cpu: super::CpuCheck::default(),
                     };
                     text.number(n)?;
                     text.out.into_bytes()
@@ -297,7 +296,13 @@ fn max_output(lua: &Lua) -> usize {
         .map_or(64 * 1024 * 1024, |limit| limit.0)
 }
 
-fn to_lua(lua: &Lua, value: &serde_json::Value, array_metatable: &Table) -> Result<Value> {
+fn to_lua(
+    lua: &Lua,
+    value: &serde_json::Value,
+    array_metatable: &Table,
+    cpu: &mut super::CpuCheck,
+) -> Result<Value> {
+    cpu.step()?;
     Ok(match value {
         serde_json::Value::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
         serde_json::Value::Bool(b) => Value::Boolean(*b),
@@ -309,7 +314,7 @@ fn to_lua(lua: &Lua, value: &serde_json::Value, array_metatable: &Table) -> Resu
         serde_json::Value::Array(items) => {
             let table = lua.create_table_with_capacity(items.len(), 0)?;
             for (index, item) in items.iter().enumerate() {
-                table.raw_set(index + 1, to_lua(lua, item, array_metatable)?)?;
+                table.raw_set(index + 1, to_lua(lua, item, array_metatable, cpu)?)?;
             }
             table.set_metatable(Some(array_metatable.clone()))?;
             Value::Table(table)
@@ -317,7 +322,7 @@ fn to_lua(lua: &Lua, value: &serde_json::Value, array_metatable: &Table) -> Resu
         serde_json::Value::Object(fields) => {
             let table = lua.create_table_with_capacity(0, fields.len())?;
             for (key, item) in fields {
-                table.raw_set(key.as_str(), to_lua(lua, item, array_metatable)?)?;
+                table.raw_set(key.as_str(), to_lua(lua, item, array_metatable, cpu)?)?;
             }
             Value::Table(table)
         }

@@ -120,19 +120,24 @@ fn parse_query(lua: &Lua, text: Value) -> Result<Table> {
     let text = args::string("url.parse_query", 1, text)?;
     let text = text.as_bytes();
     let text = text.strip_prefix(b"?").unwrap_or(&text);
-    let mut pairs = Vec::new();
-    for pair in text.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+    let pairs = text.split(|&b| b == b'&').filter(|pair| !pair.is_empty());
+    // Each pair takes at least one 16-byte slot in the Lua heap, so a text
+    // with more pairs than that can hold fails before any work.
+    let count = pairs.clone().count();
+    args::check_result_size(lua, "url.parse_query", count.saturating_mul(16))?;
+    let mut cpu = super::CpuCheck::new(lua);
+    let decoded = pairs.map(|pair| {
+        cpu.step()?;
         let (name, value) = match pair.iter().position(|&b| b == b'=') {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &[][..]),
         };
-        pairs.push((
+        Ok((
             decode("url.parse_query", name, true)?,
             decode("url.parse_query", value, true)?,
-        ));
-    }
-    let table = crate::script::multi_value_table(lua, pairs.into_iter())?;
-    Ok(table)
+        ))
+    });
+    crate::script::try_multi_value_table(lua, decoded)
 }
 
 /// `url.build_query(table)`: a query string with names in sorted order.
@@ -160,7 +165,9 @@ fn build_query(lua: &Lua, table: Value) -> Result<String> {
         )));
     };
     let mut pairs = BTreeMap::new();
+    let mut cpu = super::CpuCheck::new(lua);
     for entry in table.pairs::<Value, Value>() {
+        cpu.step()?;
         let (name, value) = entry?;
         let name = match name {
             Value::String(name) => {

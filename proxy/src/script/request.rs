@@ -224,8 +224,18 @@ pub fn multi_value_table<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     lua: &Lua,
     pairs: impl Iterator<Item = (N, V)>,
 ) -> Result<Table> {
+    try_multi_value_table(lua, pairs.map(Ok))
+}
+
+/// Does what [`multi_value_table`] does with pairs that may fail, stopping
+/// at the first error.
+pub fn try_multi_value_table<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    lua: &Lua,
+    pairs: impl Iterator<Item = Result<(N, V)>>,
+) -> Result<Table> {
     let table = lua.create_table()?;
-    for (name, value) in pairs {
+    for pair in pairs {
+        let (name, value) = pair?;
         let name = lua.create_string(name.as_ref())?;
         let value = lua.create_string(value.as_ref())?;
         match table.raw_get::<Value>(&name)? {

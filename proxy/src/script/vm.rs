@@ -147,6 +147,7 @@ impl Vm {
         lua.sandbox(true).map_err(setup)?;
         lua.set_memory_limit(memory_limit).map_err(setup)?;
         let budget = Arc::new(Budget::default());
+        lua.set_app_data(budget.clone());
         let interrupt_budget = budget.clone();
         // A yield inside a coroutine the script created would return to
         // the script's own `coroutine.resume` as if the coroutine had
