@@ -160,6 +160,11 @@ pub enum FetchError {
     Timeout(u128),
     #[error("the response body is larger than the route's fetch.max_response_bytes of {0} bytes")]
     TooLarge(usize),
+    #[error(
+        "the response bodies of this call do not fit in the {0} bytes left of the script's \
+         memory limit; fetch fewer or smaller responses at a time"
+    )]
+    OverMemory(usize),
     #[error("{0}")]
     Failed(String),
 }
@@ -171,7 +176,7 @@ impl FetchError {
             Self::Refused(_) => "refused",
             Self::Invalid(_) => "invalid",
             Self::Timeout(_) => "timeout",
-            Self::TooLarge(_) => "too_large",
+            Self::TooLarge(_) | Self::OverMemory(_) => "too_large",
             Self::Failed(_) => "error",
         }
     }
@@ -187,6 +192,37 @@ pub struct FetchRequest {
     pub timeout: Option<Duration>,
     /// Follow redirects (true) or return them to the script.
     pub follow_redirects: bool,
+    /// Bytes that the response bodies of one `fetch` or `fetch_all` call
+    /// may use together: what was left of the script's memory limit when
+    /// the call began. The bodies are read outside the Lua heap.
+    pub body_budget: Option<Arc<BodyBudget>>,
+}
+
+/// The bytes that the response bodies of one call may still use.
+pub struct BodyBudget {
+    /// Bytes at the start of the call, for the error message.
+    pub total: usize,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl BodyBudget {
+    /// Starts a budget of `total` bytes.
+    pub fn new(total: usize) -> Self {
+        Self {
+            total,
+            left: std::sync::atomic::AtomicUsize::new(total),
+        }
+    }
+
+    /// Takes `bytes` from the budget; false when fewer are left.
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
 }
 
 /// A response to a subrequest, body read in full.
@@ -351,6 +387,7 @@ impl Fetcher {
                 }
             }
         };
+        let body_budget = request.body_budget.take();
         let mut builder = client.request(request.method, request.url).timeout(timeout);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
@@ -382,6 +419,11 @@ impl Fetcher {
         {
             if body.len() + chunk.len() > self.max_response_bytes {
                 return Err(FetchError::TooLarge(self.max_response_bytes));
+            }
+            if let Some(budget) = &body_budget {
+                if !budget.take(chunk.len()) {
+                    return Err(FetchError::OverMemory(budget.total));
+                }
             }
             body.extend_from_slice(&chunk);
         }

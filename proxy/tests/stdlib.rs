@@ -1009,3 +1009,45 @@ end)
     );
     Ok(())
 }
+
+#[test]
+fn fetch_bodies_must_fit_in_memory_left() -> TestResult {
+    let origin = Origin::start("echo");
+    let script = format!(
+        r#"
+local base = "http://127.0.0.1:{port}/echo"
+add_event_listener("fetch", function(request)
+    local payload = string.rep("x", 1024 * 1024)
+    if request.path == "/one" then
+        local response = fetch(base, {{method = "POST", body = payload}})
+        return {{body = tostring(#response.body > #payload)}}
+    end
+    local list = {{}}
+    for i = 1, 3 do list[i] = {{url = base, method = "POST", body = payload}} end
+    local ok, err = pcall(fetch_all, list)
+    return {{body = tostring(ok) .. " " .. tostring(err)}}
+end)
+"#,
+        port = origin.port
+    );
+    // The origin echoes each 1 MiB body back: one response fits in the
+    // 4 MiB VM next to the payload, three at once do not.
+    let proxy = proxy_with(
+        &script,
+        "    fetch:\n      allow_private: true\n    limits:\n      memory_bytes: 4194304\n",
+    )?;
+    assert_eq!(client().get(proxy.url("/one")).send()?.text()?, "true");
+    let text = client().get(proxy.url("/all")).send()?.text()?;
+    assert!(text.starts_with("false "), "{text}");
+    assert!(
+        text.contains("bytes left of the script's memory limit"),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &proxy,
+            "actias_fetch_requests_total{outcome=\"too_large\",route=\"main\"}"
+        )? >= 1.0
+    );
+    Ok(())
+}

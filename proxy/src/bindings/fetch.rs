@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use http::{HeaderName, HeaderValue, Method};
 use mlua::{Error, Lua, Result, Table, Value};
 
-use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::fetch::{BodyBudget, FetchError, FetchRequest, FetchResponse, Fetcher};
 
 /// Registry key of the metatable that makes header names case-insensitive.
 pub const HEADERS_METATABLE: &str = "actias.headers.metatable";
@@ -70,8 +70,9 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
     globals.raw_set(
         "fetch",
         lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
-            let request = build_request(&lua, "fetch", &target, &options)?;
+            let mut request = build_request(&lua, "fetch", &target, &options)?;
             let (fetcher, host, depth) = reserve(&lua, "fetch", 1)?;
+            request.body_budget = Some(body_budget(&lua));
             let response = send(&fetcher, request, host.as_deref(), depth).await;
             response_table(&lua, response?)
         })?,
@@ -100,9 +101,11 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
                 .map_or(usize::MAX, |limit| limit.0);
             let mut body_bytes = 0usize;
             let mut requests = Vec::with_capacity(count);
+            let budget = body_budget(&lua);
             for (index, item) in list.sequence_values::<Value>().enumerate() {
                 let function = format!("fetch_all: item {}", index + 1);
-                let request = build_request(&lua, &function, &item?, &Value::Nil)?;
+                let mut request = build_request(&lua, &function, &item?, &Value::Nil)?;
+                request.body_budget = Some(budget.clone());
                 body_bytes += request.body.as_ref().map_or(0, |body| body.len());
                 if body_bytes > memory_limit {
                     return Err(Error::runtime(format!(
@@ -346,7 +349,17 @@ fn build_request(
         body,
         timeout,
         follow_redirects,
+        body_budget: None,
     })
+}
+
+/// Returns a budget of what is left of the script's memory limit, shared
+/// by the response bodies of one call.
+fn body_budget(lua: &Lua) -> Arc<BodyBudget> {
+    let limit = lua
+        .app_data_ref::<super::MemoryLimit>()
+        .map_or(usize::MAX, |limit| limit.0);
+    Arc::new(BodyBudget::new(limit.saturating_sub(lua.used_memory())))
 }
 
 fn describe_value(value: &Value) -> String {
