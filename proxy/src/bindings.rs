@@ -18,6 +18,7 @@ mod time;
 mod url;
 mod uuid;
 
+pub use encoding::encode_hex;
 pub use env::RouteEnv;
 pub use fetch::{FetchAccess, FetchCall, IncomingTarget, HEADERS_METATABLE};
 pub use kv::{KvAccess, KvCall};

@@ -138,6 +138,43 @@ pub const SUBREQUEST_DEPTH_HEADER: &str = "actias-subrequest-depth";
 /// request is at depth 0, its subrequests at 1, and so on.
 pub const MAX_SUBREQUEST_DEPTH: u32 = 3;
 
+/// Header that lists the routes a chain of subrequests has come from, as
+/// tags that name no route: a subrequest that reaches a route on this list
+/// gets 508, since that route's handler is waiting for it.
+pub const SUBREQUEST_ROUTES_HEADER: &str = "actias-subrequest-routes";
+
+/// Returns the tag of `route` in this process: 16 hex digits of a hash of
+/// the name with a key chosen at random when the process starts.
+pub fn route_tag(route: &str) -> String {
+    use sha2::{Digest, Sha256};
+    static KEY: OnceLock<[u8; 16]> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut key = [0u8; 16];
+        // Without randomness the tags are still unique, only guessable.
+        let _ = getrandom::fill(&mut key);
+        key
+    });
+    let digest = Sha256::new()
+        .chain_update(key)
+        .chain_update(route.as_bytes())
+        .finalize();
+    crate::bindings::encode_hex(&digest[..8])
+}
+
+/// Returns true when `headers` show a subrequest that `route`'s handler
+/// sent, directly or through other routes.
+pub fn sent_by_route(headers: &http::HeaderMap, route: &str) -> bool {
+    let mut lists = headers.get_all(SUBREQUEST_ROUTES_HEADER).iter().peekable();
+    if lists.peek().is_none() {
+        return false;
+    }
+    let tag = route_tag(route);
+    lists
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|listed| listed.trim() == tag)
+}
+
 /// Returns the subrequest depth that `headers` declare, 0 when none.
 pub fn subrequest_depth(headers: &http::HeaderMap) -> u32 {
     headers
@@ -301,6 +338,7 @@ impl Fetcher {
         mut request: FetchRequest,
         incoming_host: Option<String>,
         depth: u32,
+        incoming_routes: Option<&str>,
     ) -> Result<FetchResponse, FetchError> {
         if depth >= MAX_SUBREQUEST_DEPTH {
             return Err(FetchError::Refused(format!(
@@ -315,6 +353,18 @@ impl Fetcher {
             HeaderName::from_static(SUBREQUEST_DEPTH_HEADER),
             HeaderValue::from(depth + 1),
         ));
+        request
+            .headers
+            .retain(|(name, _)| name != SUBREQUEST_ROUTES_HEADER);
+        let routes = match incoming_routes {
+            Some(listed) if !listed.is_empty() => format!("{listed},{}", route_tag(&self.route)),
+            _ => route_tag(&self.route),
+        };
+        if let Ok(value) = HeaderValue::from_str(&routes) {
+            request
+                .headers
+                .push((HeaderName::from_static(SUBREQUEST_ROUTES_HEADER), value));
+        }
         let fetcher = self.clone();
         let task = FETCH_RUNTIME
             .handle()

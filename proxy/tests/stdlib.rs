@@ -966,27 +966,45 @@ end)
 #[test]
 fn subrequests_cannot_loop_or_reach_admin() -> TestResult {
     let script = r#"
+local next_hop = {["/a"] = "/b", ["/b"] = "/c", ["/c"] = "/d", ["/d"] = "/e", ["/self"] = "/self"}
 add_event_listener("fetch", function(request)
     if request.path == "/admin" then
         local response = fetch(request.headers["x-target"], {method = "POST"})
         return {body = response.status .. " " .. response.body}
     end
     local depth = request.headers["actias-subrequest-depth"] or "0"
+    local base = request.url:match("^(http://[^/]+)")
     -- A script cannot lower the depth by setting the header itself.
-    local ok, result = pcall(fetch, request.url, {headers = {["actias-subrequest-depth"] = "0"}})
+    local ok, result = pcall(fetch, base .. next_hop[request.path],
+        {headers = {["actias-subrequest-depth"] = "0", ["actias-subrequest-routes"] = ""}})
     if ok then
         return {body = depth .. ">" .. result.body}
     end
     return {body = depth .. "!" .. tostring(result)}
 end)
 "#;
-    let proxy = proxy_with(script, "    fetch:\n      allow_private: true\n")?;
+    let mut config = String::from("listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n");
+    for name in ["a", "b", "c", "d", "self", "admin"] {
+        config.push_str(&format!(
+            "  - name: {name}\n    hosts: [\"127.0.0.1\"]\n    paths: [/{name}]\n    script: hop.lua\n    fetch:\n      \
+             allow_private: true\n"
+        ));
+    }
+    let proxy = Proxy::start(&config, &[("hop.lua", script)])?;
 
-    let chain = client().get(proxy.url("/loop")).send()?.text()?;
+    // Four routes in a chain: the fourth is three subrequests deep.
+    let chain = client().get(proxy.url("/a")).send()?.text()?;
     assert!(chain.starts_with("0>1>2>3!"), "{chain}");
     assert!(chain.contains("subrequests stop at 3 levels"), "{chain}");
 
-    for path in ["/reload", "/scheduled/main"] {
+    // A route that fetches itself gets 508 at once.
+    let looped = client().get(proxy.url("/self")).send()?.text()?;
+    assert!(
+        looped.starts_with("0>508 Loop Detected: a script's subrequest came back"),
+        "{looped}"
+    );
+
+    for path in ["/reload", "/scheduled/a"] {
         let body = client()
             .get(proxy.url("/admin"))
             .header("x-target", proxy.admin_url(path))

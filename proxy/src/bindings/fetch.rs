@@ -35,6 +35,8 @@ pub struct FetchCall {
     /// How many subrequests deep the request being handled is; 0 for a
     /// client's request and for scheduled runs.
     pub depth: u32,
+    /// The `actias-subrequest-routes` list of the request being handled.
+    pub routes: Option<String>,
     /// The request table passed to the handler, with the path and query it
     /// arrived with, so that `fetch(request)` sends the script's edits.
     pub incoming: Option<IncomingTarget>,
@@ -71,9 +73,9 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
         "fetch",
         lua.create_async_function(|lua, (target, options): (Value, Value)| async move {
             let mut request = build_request(&lua, "fetch", &target, &options)?;
-            let (fetcher, host, depth) = reserve(&lua, "fetch", 1)?;
+            let (fetcher, incoming) = reserve(&lua, "fetch", 1)?;
             request.body_budget = Some(body_budget(&lua));
-            let response = send(&fetcher, request, host.as_deref(), depth).await;
+            let response = send(&fetcher, request, &incoming).await;
             response_table(&lua, response?)
         })?,
     )?;
@@ -95,7 +97,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
             // The cap is checked before any item is read, and the bodies
             // together may not exceed the script's memory limit.
             let count = list.raw_len();
-            let (fetcher, host, depth) = reserve(&lua, "fetch_all", count as u32)?;
+            let (fetcher, incoming) = reserve(&lua, "fetch_all", count as u32)?;
             let memory_limit = lua
                 .app_data_ref::<super::MemoryLimit>()
                 .map_or(usize::MAX, |limit| limit.0);
@@ -118,7 +120,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
 
             let in_flight = fetcher.max_in_flight;
             let responses: Vec<FetchResponse> = stream::iter(requests)
-                .map(|request| send(&fetcher, request, host.as_deref(), depth))
+                .map(|request| send(&fetcher, request, &incoming))
                 .buffered(in_flight)
                 .try_collect()
                 .await?;
@@ -132,9 +134,16 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
     Ok(())
 }
 
+/// What a subrequest carries over from the request being handled.
+struct Incoming {
+    host: Option<String>,
+    depth: u32,
+    routes: Option<String>,
+}
+
 /// Counts `count` subrequests against the route's cap and returns the
-/// fetcher and the incoming host.
-fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Option<String>, u32)> {
+/// fetcher and what the subrequests carry over from the incoming request.
+fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Incoming)> {
     super::check_handler_thread(lua, function)?;
     let fetcher = lua
         .app_data_ref::<FetchAccess>()
@@ -161,17 +170,30 @@ fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Optio
         )));
     }
     call.used = after;
-    Ok((fetcher, call.host.clone(), call.depth))
+    Ok((
+        fetcher,
+        Incoming {
+            host: call.host.clone(),
+            depth: call.depth,
+            routes: call.routes.clone(),
+        },
+    ))
 }
 
 async fn send(
     fetcher: &Arc<Fetcher>,
     request: FetchRequest,
-    host: Option<&str>,
-    depth: u32,
+    incoming: &Incoming,
 ) -> Result<FetchResponse> {
     let started = Instant::now();
-    let result = fetcher.send(request, host.map(str::to_string), depth).await;
+    let result = fetcher
+        .send(
+            request,
+            incoming.host.clone(),
+            incoming.depth,
+            incoming.routes.as_deref(),
+        )
+        .await;
     let metrics = &crate::metrics::METRICS;
     metrics
         .fetch_duration

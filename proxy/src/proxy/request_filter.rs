@@ -85,6 +85,19 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     let Some(script) = &route.script else {
         return Ok(false);
     };
+    if crate::fetch::sent_by_route(&session.req_header().headers, &route.name) {
+        // The handler that sent this subrequest keeps a VM of this route
+        // while it waits, so running the script again could exhaust them.
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            route = %route.name,
+            "rejected a subrequest that came back to the route that sent it"
+        );
+        let message =
+            "508 Loop Detected: a script's subrequest came back to the route that sent it";
+        respond::error(session, 508, message, &ctx.request_id, &[]).await?;
+        return Ok(true);
+    }
 
     let body = match read_body(
         session,

@@ -320,6 +320,11 @@ impl Vm {
             host: Some(host.to_string()),
             used: 0,
             depth: crate::fetch::subrequest_depth(input.headers),
+            routes: input
+                .headers
+                .get(crate::fetch::SUBREQUEST_ROUTES_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string),
             incoming: Some(bindings::IncomingTarget {
                 table: request.to_pointer() as usize,
                 path: input.path.clone(),
