@@ -15,7 +15,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use mlua::VmState;
@@ -115,19 +116,81 @@ impl Budget {
 }
 
 /// A future whose polls are charged to a budget.
+///
+/// When the handler yields, mlua wakes its task at once, which puts it
+/// back at the front of the worker's queue: the runtime would then poll
+/// its sockets only every few dozen polls. A wake made during the handler's
+/// own poll is therefore turned into `tokio::task::yield_now`, which wakes
+/// the task after the runtime has polled its sockets.
 pub struct Metered<'a, F> {
-    pub inner: Pin<Box<F>>,
-    pub budget: &'a Budget,
+    inner: Pin<Box<F>>,
+    budget: &'a Budget,
+    /// The pending `yield_now` of the last poll, if the handler yielded.
+    yielding: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<'a, F> Metered<'a, F> {
+    /// Meters `inner` against `budget`.
+    pub fn new(inner: F, budget: &'a Budget) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            budget,
+            yielding: None,
+        }
+    }
 }
 
 impl<F: Future> Future for Metered<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(yielding) = self.yielding.as_mut() {
+            if yielding.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.yielding = None;
+        }
+        let waker = Arc::new(PollWaker {
+            task: cx.waker().clone(),
+            polling: AtomicBool::new(true),
+            woken_in_poll: AtomicBool::new(false),
+        });
+        let inner_waker = Waker::from(waker.clone());
+        let mut inner_cx = Context::from_waker(&inner_waker);
         self.budget.begin_slice();
-        let result = self.inner.as_mut().poll(cx);
+        let result = self.inner.as_mut().poll(&mut inner_cx);
         self.budget.end_slice();
+        waker.polling.store(false, Ordering::SeqCst);
+        if result.is_pending() && waker.woken_in_poll.load(Ordering::SeqCst) {
+            let mut yielding: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(tokio::task::yield_now());
+            // The first poll of `yield_now` registers the deferred wake.
+            let _ = yielding.as_mut().poll(cx);
+            self.yielding = Some(yielding);
+        }
         result
+    }
+}
+
+/// The waker given to the handler's future: a wake during the poll is
+/// noted for `Metered` to defer, and a later wake goes to the task.
+struct PollWaker {
+    task: Waker,
+    polling: AtomicBool,
+    woken_in_poll: AtomicBool,
+}
+
+impl Wake for PollWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.woken_in_poll.store(true, Ordering::SeqCst);
+        } else {
+            self.task.wake_by_ref();
+        }
     }
 }
 

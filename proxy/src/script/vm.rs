@@ -203,11 +203,7 @@ impl Vm {
         cpu_limit: Duration,
     ) -> (Result<Outcome, CallError>, Duration) {
         self.budget.arm(cpu_limit);
-        let result = Metered {
-            inner: Box::pin(self.call_handler(input)),
-            budget: &self.budget,
-        }
-        .await;
+        let result = Metered::new(self.call_handler(input), &self.budget).await;
         let (used, out_of_time) = self.budget.disarm();
         (self.classify(result, cpu_limit, out_of_time), used)
     }
@@ -263,11 +259,7 @@ impl Vm {
         cpu_limit: Duration,
     ) -> (Result<(), CallError>, Duration) {
         self.budget.arm(cpu_limit);
-        let result = Metered {
-            inner: Box::pin(self.call_scheduled_handler(event)),
-            budget: &self.budget,
-        }
-        .await;
+        let result = Metered::new(self.call_scheduled_handler(event), &self.budget).await;
         let (used, out_of_time) = self.budget.disarm();
         (self.classify(result, cpu_limit, out_of_time), used)
     }
