@@ -8,7 +8,7 @@
 //! start and finish the head of its next request. A connection that misses
 //! its deadline is closed without a response.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
+use crate::metrics::METRICS;
 use crate::proxy::ActiasProxy;
 
 tokio::task_local! {
@@ -32,11 +33,27 @@ pub fn mark_head_read() {
     let _ = HEAD_READ.try_with(|flag| flag.store(true, Ordering::Relaxed));
 }
 
-/// The public listeners' application: Pingora's proxy with head deadlines.
+/// The public listeners' application: Pingora's proxy with head deadlines
+/// and a cap on open connections.
 pub struct Connections {
     proxy: Arc<HttpProxy<ActiasProxy>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
+    max_connections: usize,
+    open: Arc<AtomicUsize>,
+    /// Wall time, in seconds since the Unix epoch, of the last warning
+    /// about a rejected connection, so that a flood logs one line a second.
+    last_warning: AtomicU64,
+}
+
+/// One open connection, counted until it is dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        METRICS.connections_open.dec();
+    }
 }
 
 impl Connections {
@@ -44,12 +61,42 @@ impl Connections {
         proxy: HttpProxy<ActiasProxy>,
         header_timeout: Duration,
         keepalive_timeout: Duration,
+        max_connections: usize,
     ) -> Self {
         Self {
             proxy: Arc::new(proxy),
             header_timeout,
             keepalive_timeout,
+            max_connections,
+            open: Arc::new(AtomicUsize::new(0)),
+            last_warning: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a new connection, or returns `None` when `max_connections`
+    /// are already open.
+    fn admit(&self) -> Option<OpenConnection> {
+        let admitted = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < self.max_connections).then_some(open + 1)
+            })
+            .is_ok();
+        if admitted {
+            METRICS.connections_open.inc();
+            return Some(OpenConnection(self.open.clone()));
+        }
+        METRICS.connections_rejected.inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        if self.last_warning.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                "closed a new connection because limits.max_connections are open"
+            );
+        }
+        None
     }
 
     /// Runs one request on `session`. Returns `None` when the connection
@@ -88,6 +135,7 @@ impl ServerApp for Connections {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = self.admit()?;
         // Pingora's own idle timeout, in whole seconds, is set past the
         // deadline so that the deadline is what closes idle connections.
         let keepalive_seconds = self.keepalive_timeout.as_secs() + 2;

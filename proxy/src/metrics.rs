@@ -62,6 +62,12 @@ pub struct Metrics {
     pub scheduled_runs: IntCounterVec,
     /// `actias_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `actias_connections_open`: client connections on the public
+    /// listeners.
+    pub connections_open: prometheus::IntGauge,
+    /// `actias_connections_rejected_total`: connections closed at once
+    /// because `limits.max_connections` were open.
+    pub connections_rejected: prometheus::IntCounter,
 }
 
 /// The metrics of this process.
@@ -192,6 +198,22 @@ impl Metrics {
         for result in ["hit", "miss"] {
             script_cache.with_label_values(&[result]).reset();
         }
+        let connections_open = prometheus::IntGauge::new(
+            "actias_connections_open",
+            "Client connections open on the public listeners.",
+        )
+        .expect("metric names are valid constants");
+        registry
+            .register(Box::new(connections_open.clone()))
+            .expect("each metric is registered once");
+        let connections_rejected = prometheus::IntCounter::new(
+            "actias_connections_rejected_total",
+            "Client connections closed at once because limits.max_connections were open.",
+        )
+        .expect("metric names are valid constants");
+        registry
+            .register(Box::new(connections_rejected.clone()))
+            .expect("each metric is registered once");
         let process = prometheus::process_collector::ProcessCollector::for_self();
         if let Err(e) = registry.register(Box::new(process)) {
             tracing::warn!(error = %e, "cannot export process metrics");
@@ -215,6 +237,8 @@ impl Metrics {
             fetch_duration,
             scheduled_runs,
             build_info,
+            connections_open,
+            connections_rejected,
         }
     }
 

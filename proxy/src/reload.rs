@@ -128,7 +128,8 @@ impl Reloader {
         let mut previous = self.restart_only.lock().unwrap_or_else(|p| p.into_inner());
         if *previous != fixed {
             tracing::warn!(
-                "changes to server, listeners, admin, log or kv take effect after a restart"
+                "changes to server, listeners, admin, log, kv, limits.header_timeout_ms, \
+                 limits.keepalive_timeout_ms or limits.max_connections take effect after a restart"
             );
             *previous = fixed;
         }
@@ -165,9 +166,18 @@ impl Reloader {
 /// Returns the settings that a reload cannot apply, as comparable text.
 fn restart_only(config: &Config) -> String {
     let file = &config.file;
+    // The connection limits are read once, by the listeners.
+    let limits = &file.limits;
     format!(
-        "{:?}{:?}{:?}{:?}{:?}",
-        file.server, file.listeners, file.admin, file.log, file.kv
+        "{:?}{:?}{:?}{:?}{:?}{}/{}/{}",
+        file.server,
+        file.listeners,
+        file.admin,
+        file.log,
+        file.kv,
+        limits.header_timeout_ms,
+        limits.keepalive_timeout_ms,
+        limits.max_connections
     )
 }
 

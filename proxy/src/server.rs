@@ -221,6 +221,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         proxy,
         Duration::from_millis(limits.header_timeout_ms),
         Duration::from_millis(limits.keepalive_timeout_ms),
+        limits.max_connections,
     );
     let mut service = Service::new("actias".into(), connections);
     for address in &listeners {

@@ -246,3 +246,52 @@ fn padded_header_counts_its_spaces() -> TestResult {
     assert!(closed);
     Ok(())
 }
+
+#[test]
+fn connections_past_the_cap_are_closed() -> TestResult {
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  max_connections: 3\nroutes:\n  - name: lua\n    default: true\n    script: echo.lua\n",
+        &[("echo.lua", ECHO)],
+    )?;
+    let request = b"GET / HTTP/1.1\r\nHost: lua.test\r\nConnection: close\r\n\r\n";
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)))
+        .collect::<Result<_, _>>()?;
+    // Let the proxy accept the three before the fourth arrives.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The proxy closes the fourth with the request unread, so the client
+    // sees a reset or an end of stream, and never a response.
+    let mut fourth = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    fourth.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let _ = fourth.write_all(request);
+    let mut buffer = [0u8; 1024];
+    match fourth.read(&mut buffer) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "the fourth connection got a response: {}",
+            String::from_utf8_lossy(&buffer[..n])
+        ),
+        Err(e) => panic!("the fourth connection was left open: {e}"),
+    }
+    let warned = proxy.wait_log_line(&["limits.max_connections are open", "\"max_connections\":3"]);
+    assert!(warned.is_some(), "{}", proxy.log());
+
+    // Once one closes, a new connection is served.
+    drop(idle.pop());
+    std::thread::sleep(Duration::from_millis(300));
+    let (response, _) = exchange(proxy.port, request)?;
+    assert_eq!(status_of(&response), 200, "{response}");
+
+    let scrape = support::client()
+        .get(proxy.admin_url("/metrics"))
+        .send()?
+        .text()?;
+    assert!(
+        scrape.contains("actias_connections_rejected_total 1"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("actias_connections_open 2"), "{scrape}");
+    Ok(())
+}

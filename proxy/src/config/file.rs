@@ -239,6 +239,9 @@ pub struct LimitsSection {
     /// Milliseconds an idle keep-alive connection has to send the complete
     /// head of its next request.
     pub keepalive_timeout_ms: u64,
+    /// Client connections open at once on the public listeners; a new one
+    /// past this is closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsSection {
@@ -252,6 +255,7 @@ impl Default for LimitsSection {
             max_header_bytes: 32 * 1024,
             header_timeout_ms: 10_000,
             keepalive_timeout_ms: 60_000,
+            max_connections: 10_000,
         }
     }
 }

@@ -256,6 +256,7 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             limits.keepalive_timeout_ms as usize,
             "60000",
         ),
+        ("max_connections", limits.max_connections, "10000"),
     ] {
         if value == 0 {
             problem(
