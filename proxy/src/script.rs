@@ -55,6 +55,52 @@ pub enum ScriptError {
 /// need more than one per thread.
 const VMS_PER_READY: usize = 4;
 
+/// CPU time that creating VMs after start-up may use, per second of wall
+/// time, for one route. A script whose handler keeps hitting a limit loses
+/// its VM each time, and each new VM runs the top level again, which could
+/// cost far more than `cpu_ms` per request.
+const CREATION_CPU_PER_SECOND: Duration = Duration::from_millis(100);
+
+/// CPU time that VM creations of one route may use at once, when they have
+/// not used any for a while.
+const CREATION_CPU_BURST: Duration = Duration::from_secs(2);
+
+/// Maximum wait for creation credit; a request that would wait longer fails
+/// with the route's limit status.
+const CREATION_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// CPU time that a route's VM creations may still use, refilled at
+/// `CREATION_CPU_PER_SECOND` up to `CREATION_CPU_BURST`.
+struct CreationCredit {
+    /// Nanoseconds of CPU time available; negative after a costly creation.
+    nanos: i64,
+    refilled: std::time::Instant,
+}
+
+impl CreationCredit {
+    fn new() -> Self {
+        Self {
+            nanos: CREATION_CPU_BURST.as_nanos() as i64,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// Adds the credit earned since the last refill and returns how long
+    /// to wait until some is left.
+    fn wait(&mut self) -> Duration {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64()
+            * CREATION_CPU_PER_SECOND.as_nanos() as f64;
+        self.nanos = (self.nanos + earned as i64).min(CREATION_CPU_BURST.as_nanos() as i64);
+        self.refilled = now;
+        if self.nanos > 0 {
+            return Duration::ZERO;
+        }
+        let per_second = CREATION_CPU_PER_SECOND.as_nanos() as f64;
+        Duration::from_secs_f64((1 - self.nanos) as f64 / per_second)
+    }
+}
+
 /// The script of one route and its pool of ready VMs.
 pub struct RouteScript {
     /// Name of the route that runs this script.
@@ -69,6 +115,8 @@ pub struct RouteScript {
     /// Bounds the VMs in use at once; a request waits for a permit when
     /// every VM is busy, so memory cannot grow with concurrency.
     permits: tokio::sync::Semaphore,
+    /// CPU time left for creating VMs after start-up.
+    creation_credit: Mutex<CreationCredit>,
     /// The script registered a fetch handler.
     pub has_fetch_handler: bool,
     /// The script registered a scheduled handler.
@@ -99,6 +147,7 @@ impl RouteScript {
             idle: Mutex::new(idle),
             max_idle: ready.max(1) * VMS_PER_READY,
             permits: tokio::sync::Semaphore::new(ready.max(1) * VMS_PER_READY),
+            creation_credit: Mutex::new(CreationCredit::new()),
         })
     }
 
@@ -176,13 +225,42 @@ impl RouteScript {
         // Every VM is busy, or one was dropped after a limit: the pool grows
         // by one. The script's top level runs on a blocking thread, so that
         // it never holds up the other requests of this worker thread.
+        let wait = self
+            .creation_credit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .wait();
+        if wait > CREATION_MAX_WAIT {
+            return Err(ScriptError::Limit {
+                message: format!(
+                    "the route's new VMs used more than {} ms of CPU time per second",
+                    CREATION_CPU_PER_SECOND.as_millis()
+                ),
+                detail: "each VM stopped by a limit is replaced, and every new VM runs the \
+                         script's top level; requests fail until the route has used less"
+                    .to_string(),
+            });
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let bytecode = self.bytecode.clone();
         let settings = self.settings.clone();
-        tokio::task::spawn_blocking(move || {
-            Vm::new(&bytecode, &settings).map_err(|e| redact(e, &settings))
+        let (created, cpu) = tokio::task::spawn_blocking(move || {
+            let started = crate::metrics::thread_cpu_seconds();
+            let created = Vm::new(&bytecode, &settings).map_err(|e| redact(e, &settings));
+            (created, crate::metrics::thread_cpu_seconds() - started)
         })
         .await
-        .unwrap_or_else(|e| Err(ScriptError::Setup(format!("the VM setup task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            let error = ScriptError::Setup(format!("the VM setup task failed: {e}"));
+            (Err(error), 0.0)
+        });
+        self.creation_credit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .nanos -= (cpu * 1e9) as i64;
+        created
     }
 
     /// Keeps `vm` for the next request, unless the pool is already at its

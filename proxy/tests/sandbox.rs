@@ -637,3 +637,33 @@ end)
     assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
     Ok(())
 }
+
+#[test]
+fn vm_replacements_share_a_cpu_allowance() -> TestResult {
+    // Each new VM burns 0.3 s of CPU time at the top level, and every
+    // request loses its VM to the CPU limit, so without an allowance each
+    // request would cost six times its own limit.
+    let script = r#"
+local started = os.clock()
+while os.clock() - started < 0.3 do end
+add_event_listener("fetch", function(request)
+    while true do end
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nserver:\n  threads: 1\nroutes:\n  - name: heavy\n    hosts: [heavy.test]\n    script: heavy.lua\n  - name: healthy\n    hosts: [healthy.test]\n    script: healthy.lua\n",
+        &[("heavy.lua", script), ("healthy.lua", HEALTHY)],
+    )?;
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(get(&proxy, "heavy.test")?.0);
+    }
+    assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
+    let refused = proxy.wait_log_line(&[
+        "script stopped by a limit",
+        "the route's new VMs used more than 100 ms of CPU time per second",
+    ]);
+    assert!(refused.is_some(), "{}", proxy.log());
+    assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
+    Ok(())
+}
