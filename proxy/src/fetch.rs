@@ -288,7 +288,16 @@ pub struct Fetcher {
     following: OnceLock<Result<reqwest::Client, String>>,
     manual: OnceLock<Result<reqwest::Client, String>>,
     to_origin: OnceLock<Result<reqwest::Client, String>>,
+    /// Answers every subrequest in place of the network, under `actias test`.
+    fixture: Option<FetchFixture>,
 }
+
+/// A function that answers subrequests in place of the network.
+pub type FetchFixture = Arc<
+    dyn Fn(FetchRequest) -> futures::future::BoxFuture<'static, Result<FetchResponse, FetchError>>
+        + Send
+        + Sync,
+>;
 
 impl Fetcher {
     /// Prepares fetching for `route`; no client is built yet.
@@ -318,7 +327,15 @@ impl Fetcher {
             following: OnceLock::new(),
             manual: OnceLock::new(),
             to_origin: OnceLock::new(),
+            fixture: None,
         }
+    }
+
+    /// Answers every subrequest with `fixture` instead of the network. The
+    /// caps and the depth check still apply; addresses are not checked.
+    pub fn with_fixture(mut self, fixture: FetchFixture) -> Self {
+        self.fixture = Some(fixture);
+        self
     }
 
     /// Name of the route, for metrics.
@@ -364,6 +381,9 @@ impl Fetcher {
             request
                 .headers
                 .push((HeaderName::from_static(SUBREQUEST_ROUTES_HEADER), value));
+        }
+        if let Some(fixture) = &self.fixture {
+            return fixture(request).await;
         }
         let fetcher = self.clone();
         let task = FETCH_RUNTIME

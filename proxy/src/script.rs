@@ -18,8 +18,8 @@ use std::sync::Mutex;
 pub use budget::Budget;
 pub use compile::{compile, Bytecode, CompileError, ScriptCache};
 pub use request::{
-    format_number, multi_value_table, target_edits, try_multi_value_table, RequestEdits,
-    RequestInput,
+    format_number, multi_value_table, scalar_bytes, target_edits, try_multi_value_table,
+    RequestEdits, RequestInput,
 };
 pub use response::ScriptResponse;
 use std::time::Duration;

@@ -18,6 +18,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::bindings;
+use crate::config::FetchSection;
+use crate::fetch::{FetchError, FetchFixture, FetchRequest, FetchResponse, Fetcher};
 use crate::kv::{EmbeddedStore, Entry, KvStore};
 use crate::routing::NormalizedPath;
 use crate::script::{compile, Outcome, RequestEdits, RequestInput, RouteScript, VmSettings};
@@ -193,10 +195,11 @@ async fn load_script(
         for pair in options.pairs::<Value, Value>() {
             let (key, _) = pair?;
             let known = matches!(&key, Value::String(k)
-                if ["kv", "origin", "env", "secrets"].iter().any(|name| k == *name));
+                if ["kv", "origin", "fetch", "env", "secrets"].iter().any(|name| k == *name));
             if !known {
                 return Err(mlua::Error::runtime(format!(
-                    "test.load: unknown option {}; the options are kv, origin, env and secrets",
+                    "test.load: unknown option {}; the options are kv, origin, fetch, env and \
+                     secrets",
                     key.to_string()
                         .unwrap_or_else(|_| key.type_name().to_string())
                 )));
@@ -210,6 +213,24 @@ async fn load_script(
     let origin: Option<Function> = match &options {
         Some(options) => options.get("origin")?,
         None => None,
+    };
+    let fetcher = match options
+        .as_ref()
+        .map(|o| o.get::<Value>("fetch"))
+        .transpose()?
+    {
+        None | Some(Value::Nil) => None,
+        Some(Value::Function(function)) => Some(Arc::new(
+            Fetcher::new("test", &[], &FetchSection::default(), None)
+                .with_fixture(fetch_fixture(lua.clone(), function)),
+        )),
+        Some(other) => {
+            return Err(mlua::Error::runtime(format!(
+                "test.load: the fetch option must be a function that takes a request table and \
+                 returns a response table, not a {}",
+                other.type_name()
+            )))
+        }
     };
     let mut namespaces = Vec::new();
     let store: Option<Arc<dyn KvStore>> = match kv_seed {
@@ -269,7 +290,7 @@ async fn load_script(
         kv_namespaces: namespaces,
         kv_max_operations: crate::config::LimitsSection::default().max_kv_operations,
         env: Arc::new(env),
-        fetcher: None,
+        fetcher,
     };
     let route_script = Arc::new(
         RouteScript::new(settings, bytecode, 1)
@@ -282,6 +303,82 @@ async fn load_script(
         let origin = origin.clone();
         let lua = handler_lua.clone();
         async move { call_handler(&lua, &route_script, request, origin).await }
+    })
+}
+
+/// Wraps the test's `fetch` function: each subrequest of the script is
+/// passed to it as a table, and the table it returns is the response.
+fn fetch_fixture(lua: Lua, function: Function) -> FetchFixture {
+    Arc::new(move |request: FetchRequest| {
+        let lua = lua.clone();
+        let function = function.clone();
+        Box::pin(async move {
+            let failed = |e: mlua::Error| {
+                FetchError::Failed(format!(
+                    "the test's fetch function failed: {}",
+                    first_line(&e.to_string())
+                ))
+            };
+            let table = lua.create_table().map_err(failed)?;
+            table
+                .set("method", request.method.as_str())
+                .map_err(failed)?;
+            table.set("url", request.url.as_str()).map_err(failed)?;
+            let headers = crate::script::multi_value_table(
+                &lua,
+                request
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_bytes())),
+            )
+            .map_err(failed)?;
+            table.set("headers", headers).map_err(failed)?;
+            if let Some(body) = &request.body {
+                table
+                    .set("body", lua.create_string(body).map_err(failed)?)
+                    .map_err(failed)?;
+            }
+            let response: Value = function.call_async(table).await.map_err(failed)?;
+            fixture_response(response, request.url.as_str()).map_err(failed)
+        })
+    })
+}
+
+/// Reads the response table that a test's `fetch` function returned.
+fn fixture_response(value: Value, url: &str) -> mlua::Result<FetchResponse> {
+    let Value::Table(table) = value else {
+        return Err(mlua::Error::runtime(format!(
+            "it returned a {}; return a response table such as {{status = 200, body = \"...\"}}",
+            value.type_name()
+        )));
+    };
+    let status = table.get::<Option<u16>>("status")?.unwrap_or(200);
+    let body = table
+        .get::<Option<mlua::LuaString>>("body")?
+        .map(|body| Bytes::copy_from_slice(&body.as_bytes()))
+        .unwrap_or_default();
+    let mut headers = Vec::new();
+    if let Some(list) = table.get::<Option<Table>>("headers")? {
+        for pair in list.pairs::<String, Value>() {
+            let (name, value) = pair?;
+            let name = name.to_ascii_lowercase();
+            let values = match value {
+                Value::Table(values) => values
+                    .sequence_values::<Value>()
+                    .collect::<Result<_, _>>()?,
+                other => vec![other],
+            };
+            for value in values {
+                let value = crate::script::scalar_bytes("headers", &name, value)?;
+                headers.push((name.clone(), Bytes::from(value)));
+            }
+        }
+    }
+    Ok(FetchResponse {
+        status,
+        headers,
+        body,
+        url: url.to_string(),
     })
 }
 
