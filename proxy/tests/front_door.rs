@@ -295,3 +295,49 @@ fn connections_past_the_cap_are_closed() -> TestResult {
     assert!(scrape.contains("actias_connections_open 2"), "{scrape}");
     Ok(())
 }
+
+#[test]
+fn expect_continue_gets_100_before_the_body() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(
+        b"POST / HTTP/1.1\r\nHost: lua.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )?;
+    let mut buffer = [0u8; 1024];
+    let read = stream.read(&mut buffer)?;
+    let interim = String::from_utf8_lossy(&buffer[..read]).into_owned();
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+
+    stream.write_all(b"hello")?;
+    let mut rest = interim
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, after)| after.to_string());
+    while !rest.contains("body=5") {
+        let read = stream.read(&mut buffer)?;
+        assert!(read > 0, "closed before the response: {rest}");
+        rest.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert_eq!(status_of(&rest), 200, "{rest}");
+    Ok(())
+}
+
+#[test]
+fn other_transfer_codings_get_501() -> TestResult {
+    let origin = Origin::start("o");
+    let proxy = start(&origin)?;
+    for host in ["lua.test", "plain.test"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+        );
+        let (response, closed) = exchange(proxy.port, request.as_bytes())?;
+        assert_eq!(status_of(&response), 501, "{host}: {response}");
+        assert!(closed, "{host}: connection left open");
+    }
+    assert_eq!(origin.accepted_connections(), 0);
+    Ok(())
+}

@@ -227,6 +227,7 @@ add_event_listener("fetch", function(request)
     try("collect", function() return collectgarbage("collect") end)
     try("count", function() return type(collectgarbage("count")) end)
     try("setfenv", function() return setfenv end)
+    try("loadstring", function() return loadstring end)
     try("getfenv", function() return getfenv end)
     try("get string metatable", function() return type(getmetatable("")) end)
     try("string method", function() return ("ok"):upper() end)
@@ -257,6 +258,7 @@ end)
         "loadfile",
         "setfenv",
         "getfenv",
+        "loadstring",
     ] {
         assert_eq!(results[absent], "nil", "{absent}: {body}");
     }

@@ -1069,3 +1069,42 @@ end)
     );
     Ok(())
 }
+
+#[test]
+fn forwarded_requests_keep_subrequest_headers() -> TestResult {
+    let origin = Origin::start("backend");
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: backend\n    \
+         servers: [\"{}\"]\nroutes:\n  - name: main\n    default: true\n    script: \
+         main.lua\n    origin: backend\n",
+        origin.address()
+    );
+    let script = r#"
+add_event_listener("fetch", function(request)
+    request.headers["actias-subrequest-depth"] = nil
+    request.headers["actias-subrequest-routes"] = "forged"
+    request.headers["x-kept"] = "yes"
+end)
+"#;
+    let proxy = Proxy::start(&config, &[("main.lua", script)])?;
+    let body: Value = client()
+        .get(proxy.url("/"))
+        .header("actias-subrequest-depth", "2")
+        .header("actias-subrequest-routes", "0123456789abcdef")
+        .send()?
+        .json()?;
+    let headers: Vec<(String, String)> = serde_json::from_value(body["headers"].clone())?;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("actias-subrequest-depth").as_deref(), Some("2"));
+    assert_eq!(
+        header("actias-subrequest-routes").as_deref(),
+        Some("0123456789abcdef")
+    );
+    assert_eq!(header("x-kept").as_deref(), Some("yes"));
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! HTTP/1.0, obsolete line folding and invalid chunk sizes with 400. This
 //! module adds what it lets through: a request with both Content-Length and
 //! Transfer-Encoding, a Content-Length repeated with the same value, a
-//! request target over `max_uri_bytes` and a head over `max_header_bytes`.
+//! transfer coding other than `chunked` before it (501), a request target
+//! over `max_uri_bytes` and a head over `max_header_bytes`.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -41,6 +42,20 @@ pub fn check(
         return Some(Rejection {
             status: 400,
             message: "400 Bad Request: the request has both Content-Length and Transfer-Encoding",
+        });
+    }
+    // Pingora accepts codings before the final `chunked` and forwards the
+    // body as plain chunked, which would drop the other coding.
+    let other_coding = request
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if other_coding {
+        return Some(Rejection {
+            status: 501,
+            message: "501 Not Implemented: only the chunked transfer coding is supported",
         });
     }
     // Pingora accepts a repeated Content-Length when the values agree, and

@@ -248,6 +248,19 @@ async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) ->
     if declared.is_some_and(|length| length > limit) {
         return Ok(BodyRead::TooLarge(limit));
     }
+    // A client that asked to wait for 100 Continue (curl does for bodies
+    // over 1 MiB) would otherwise wait its own timeout before sending.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await?;
+    }
 
     let mut body = BytesMut::new();
     // A body that cannot be read (an invalid chunk, a closed connection) is

@@ -100,12 +100,18 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
     let headers = read_multi_value(request, "headers")?;
     let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
     for (name, value) in headers {
-        wanted
-            .entry(name.to_ascii_lowercase())
-            .or_default()
-            .push(value);
+        let name = name.to_ascii_lowercase();
+        // The proxy's own subrequest headers go on as they arrived, so a
+        // script cannot hide a subrequest loop by forwarding without them.
+        if is_subrequest_header(&name) {
+            continue;
+        }
+        wanted.entry(name).or_default().push(value);
     }
     for name in input.headers.keys() {
+        if is_subrequest_header(name.as_str()) {
+            continue;
+        }
         if !wanted.contains_key(name.as_str()) {
             check_framing(name.as_str())?;
             edits.remove_headers.push(name.as_str().to_string());
@@ -203,6 +209,11 @@ const MAX_EDITED_HEADER_BYTES: usize = 64 * 1024;
 /// Headers that frame the body the proxy forwards; a script changing them
 /// could make the origin read a second request from the body.
 const FRAMING_HEADERS: [&str; 4] = ["content-length", "transfer-encoding", "connection", "te"];
+
+/// Returns true for the headers that mark a subrequest: `actias-subrequest-*`.
+fn is_subrequest_header(name: &str) -> bool {
+    name.starts_with("actias-subrequest-")
+}
 
 fn check_framing(name: &str) -> Result<()> {
     if FRAMING_HEADERS.contains(&name) {

@@ -340,13 +340,17 @@ impl Vm {
 }
 
 /// Removes what the sandbox should not offer: `debug` keeps only
-/// `traceback`, and `getfenv` and `setfenv` are gone.
+/// `traceback`, and `getfenv`, `setfenv` and `loadstring` are gone.
 fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let globals = lua.globals();
     // `setfenv` could swap the environment of the handler, which would
     // break the VM for every later request without any limit replacing it.
     globals.raw_set("setfenv", Value::Nil)?;
     globals.raw_set("getfenv", Value::Nil)?;
+    // Luau compiles a source in one C call that the interrupt cannot stop,
+    // with memory outside the VM's limit: a few megabytes of source took
+    // seconds and a gigabyte.
+    globals.raw_set("loadstring", Value::Nil)?;
     // Scripts may call string methods but not get the shared metatable.
     lua.load(r#"rawset(getmetatable(""), "__metatable", "the string metatable is locked")"#)
         .set_name("=actias/sandbox")
