@@ -16,7 +16,6 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 
 use crate::metrics::METRICS;
-use crate::runtimes::LazyRuntime;
 use crate::script::{ScheduledEvent, ScriptError};
 use crate::snapshot::{Route, Snapshot};
 
@@ -186,11 +185,6 @@ impl Schedule {
     }
 }
 
-/// The runtime of scheduled runs: apart from the control runtime, so that a
-/// long run does not delay a reload or the key-value store's own tasks, and
-/// with two threads, so that one long run does not hold up every other.
-static SCHEDULED_RUNTIME: LazyRuntime = LazyRuntime::new("actias-scheduled", 2);
-
 /// Runs the scheduled handlers of the served snapshot on time, for as long
 /// as the process lives. A reload that changes a route's schedule takes
 /// effect from the next tick; a run already started finishes on the
@@ -234,21 +228,41 @@ pub async fn run_schedules(shared: Arc<ArcSwap<Snapshot>>) {
     }
 }
 
-/// Starts a run of the route at `index` in `snapshot` on the scheduled
-/// runtime.
+/// Starts a run of the route at `index` in `snapshot`.
 fn start_run(
     snapshot: Arc<Snapshot>,
     index: usize,
     cron: String,
     scheduled_time_ms: i64,
-) -> Result<tokio::task::JoinHandle<RunReport>, String> {
-    let runtime = SCHEDULED_RUNTIME.handle()?;
-    Ok(runtime
-        .spawn(async move { run_now(&snapshot.routes[index], &cron, scheduled_time_ms).await }))
+) -> Result<tokio::sync::oneshot::Receiver<RunReport>, String> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    // Each run gets a thread of its own, so a run that never yields, such
+    // as one busy inside a coroutine it created, delays no other run, no
+    // request and no reload.
+    std::thread::Builder::new()
+        .name("actias-scheduled".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start a runtime for a scheduled run");
+                    return;
+                }
+            };
+            let report =
+                runtime.block_on(run_now(&snapshot.routes[index], &cron, scheduled_time_ms));
+            let _ = sender.send(report);
+            runtime.shutdown_background();
+        })
+        .map_err(|e| format!("cannot start a thread for the scheduled run: {e}"))?;
+    Ok(receiver)
 }
 
-/// Runs the route at `index` in `snapshot` once, as `manual`, on the
-/// scheduled runtime like timed runs, and waits for the report.
+/// Runs the route at `index` in `snapshot` once, as `manual`, on a thread
+/// of its own like timed runs, and waits for the report.
 pub async fn run_by_hand(snapshot: Arc<Snapshot>, index: usize) -> Result<RunReport, String> {
     start_run(
         snapshot,
@@ -257,7 +271,7 @@ pub async fn run_by_hand(snapshot: Arc<Snapshot>, index: usize) -> Result<RunRep
         crate::bindings::now_ms(),
     )?
     .await
-    .map_err(|e| format!("the scheduled run task failed: {e}"))
+    .map_err(|_| "the scheduled run ended without a report; see the log".to_string())
 }
 
 /// The result of one scheduled run.
