@@ -153,8 +153,11 @@ impl AdminApp {
                 StatusCode::OK,
                 "text/plain",
                 format!(
-                    "reloaded: {} routes, {} scripts\n",
-                    loaded.routes, loaded.scripts
+                    "reloaded: {} route{}, {} script{}\n",
+                    loaded.routes,
+                    if loaded.routes == 1 { "" } else { "s" },
+                    loaded.scripts,
+                    if loaded.scripts == 1 { "" } else { "s" },
                 )
                 .into_bytes(),
             ),

@@ -288,11 +288,11 @@ pub struct Fetcher {
     following: OnceLock<Result<reqwest::Client, String>>,
     manual: OnceLock<Result<reqwest::Client, String>>,
     to_origin: OnceLock<Result<reqwest::Client, String>>,
-    /// Answers every subrequest in place of the network, under `actias test`.
+    /// Serves every subrequest in place of the network, under `actias test`.
     fixture: Option<FetchFixture>,
 }
 
-/// A function that answers subrequests in place of the network.
+/// A function that serves subrequests in place of the network.
 pub type FetchFixture = Arc<
     dyn Fn(FetchRequest) -> futures::future::BoxFuture<'static, Result<FetchResponse, FetchError>>
         + Send
@@ -331,7 +331,7 @@ impl Fetcher {
         }
     }
 
-    /// Answers every subrequest with `fixture` instead of the network. The
+    /// Serves every subrequest with `fixture` instead of the network. The
     /// caps and the depth check still apply; addresses are not checked.
     pub fn with_fixture(mut self, fixture: FetchFixture) -> Self {
         self.fixture = Some(fixture);
@@ -360,7 +360,8 @@ impl Fetcher {
         if depth >= MAX_SUBREQUEST_DEPTH {
             return Err(FetchError::Refused(format!(
                 "this request is itself a subrequest {depth} levels deep, and subrequests stop \
-                 at {MAX_SUBREQUEST_DEPTH} levels; check that the script does not fetch its own route"
+                 at {MAX_SUBREQUEST_DEPTH} levels; shorten the chain of routes that fetch one \
+                 another through the proxy"
             )));
         }
         request
@@ -446,7 +447,20 @@ impl Fetcher {
                 client(&self.to_origin, || origin_client(origin, &target))?
             }
             None => {
-                self.check_host(&host, &request.url)?;
+                let own_host = incoming_host.is_some_and(|incoming| {
+                    self.origin.is_some() && host_without_port(incoming) == host
+                });
+                self.check_host(&host, &request.url)
+                    .map_err(|error| match error {
+                        // Allowing the address would only send the subrequest
+                        // back through the proxy.
+                        FetchError::Refused(message) if own_host => FetchError::Refused(format!(
+                            "{message}. To send a subrequest for the request's own host to the \
+                         route's origin, list that host in the route's `hosts` (a `default` \
+                         route does not name it) and use an http:// URL"
+                        )),
+                        other => other,
+                    })?;
                 request
                     .headers
                     .retain(|(name, _)| name != http::header::HOST);

@@ -131,11 +131,13 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => match server::load(&config, 1, None) {
             Ok((_, snapshot)) => {
+                let routes = snapshot.routes.len();
+                let scripts = snapshot.script_count;
                 println!(
-                    "{}: ok, {} routes, {} scripts",
+                    "{}: ok, {routes} route{}, {scripts} script{}",
                     config.display(),
-                    snapshot.routes.len(),
-                    snapshot.script_count
+                    if routes == 1 { "" } else { "s" },
+                    if scripts == 1 { "" } else { "s" },
                 );
                 ExitCode::SUCCESS
             }

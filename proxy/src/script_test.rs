@@ -33,7 +33,9 @@ const MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 const PRELUDE: &str = r#"
 local results = ...
 local function show(value)
-    if type(value) == "string" then return string.format("%q", value) end
+    -- `%q` writes a line break as a backslash and a real line break, which
+    -- would cut the failure message at the first line.
+    if type(value) == "string" then return (string.format("%q", value):gsub("\\\n", "\\n")) end
     if type(value) == "table" then
         local ok, text = pcall(json.stringify, value)
         if ok then return text end
@@ -344,21 +346,76 @@ fn fetch_fixture(lua: Lua, function: Function) -> FetchFixture {
     })
 }
 
+/// Describes a Lua value for an error message: `nil`, `the string "x"`,
+/// `a table`.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Nil => "nil".to_string(),
+        Value::String(text) => format!("the string {:?}", text.to_string_lossy()),
+        Value::Integer(n) => n.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
 /// Reads the response table that a test's `fetch` function returned.
 fn fixture_response(value: Value, url: &str) -> mlua::Result<FetchResponse> {
     let Value::Table(table) = value else {
         return Err(mlua::Error::runtime(format!(
-            "it returned a {}; return a response table such as {{status = 200, body = \"...\"}}",
-            value.type_name()
+            "it returned {}; return a response table such as {{status = 200, body = \"...\"}}",
+            describe(&value)
         )));
     };
-    let status = table.get::<Option<u16>>("status")?.unwrap_or(200);
-    let body = table
-        .get::<Option<mlua::LuaString>>("body")?
-        .map(|body| Bytes::copy_from_slice(&body.as_bytes()))
-        .unwrap_or_default();
+    let status = match table.get::<Value>("status")? {
+        Value::Nil => 200,
+        Value::Integer(status) if (100..=599).contains(&status) => status as u16,
+        Value::Number(status) if status.fract() == 0.0 && (100.0..=599.0).contains(&status) => {
+            status as u16
+        }
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "its status is {}; return a whole number from 100 to 599",
+                describe(&other)
+            )))
+        }
+    };
+    let body = match table.get::<Value>("body")? {
+        Value::Nil => Bytes::new(),
+        Value::String(body) => Bytes::copy_from_slice(&body.as_bytes()),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "its body is {}; return a string",
+                describe(&other)
+            )))
+        }
+    };
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair?;
+        let known = matches!(&key, Value::String(k)
+            if ["status", "headers", "body"].iter().any(|name| k == *name));
+        if !known {
+            let key = match &key {
+                Value::String(name) => format!("`{}`", name.to_string_lossy()),
+                other => describe(other),
+            };
+            return Err(mlua::Error::runtime(format!(
+                "its response has the unknown key {key}; the keys are status, headers and body"
+            )));
+        }
+    }
     let mut headers = Vec::new();
-    if let Some(list) = table.get::<Option<Table>>("headers")? {
+    let list = match table.get::<Value>("headers")? {
+        Value::Nil => None,
+        Value::Table(list) => Some(list),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "its headers are {}; return a table of names to strings or lists of strings",
+                describe(&other)
+            )))
+        }
+    };
+    if let Some(list) = list {
         for pair in list.pairs::<String, Value>() {
             let (name, value) = pair?;
             let name = name.to_ascii_lowercase();

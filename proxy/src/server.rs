@@ -317,8 +317,13 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 /// bulk format of `actias kv import`.
 async fn seed_store(store: &dyn KvStore, path: &Path) -> Result<(), KvError> {
     let invalid = |message: String| KvError::Invalid(message);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("cannot read the seed file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(format!(
+            "cannot read the seed file {} given with --seed: {e}; pass the path of an \
+                 existing JSON file",
+            path.display()
+        ))
+    })?;
     let seed: std::collections::BTreeMap<String, Vec<kv::tool::Record>> =
         serde_json::from_str(&text).map_err(|e| {
             invalid(format!(

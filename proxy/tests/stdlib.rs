@@ -1108,3 +1108,28 @@ end)
     assert_eq!(header("x-kept").as_deref(), Some("yes"));
     Ok(())
 }
+
+#[test]
+fn default_route_fetch_explains_origin_rule() -> TestResult {
+    let origin = Origin::start("backend");
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\norigins:\n  - name: backend\n    \
+         servers: [\"{}\"]\nroutes:\n  - name: main\n    default: true\n    script: \
+         main.lua\n    origin: backend\n",
+        origin.address()
+    );
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local ok, err = pcall(fetch, request)
+    return {body = tostring(err)}
+end)
+"#;
+    let proxy = Proxy::start(&config, &[("main.lua", script)])?;
+    let text = client().get(proxy.url("/")).send()?.text()?;
+    assert!(text.contains("set fetch.allow_private"), "{text}");
+    assert!(
+        text.contains("list that host in the route's `hosts` (a `default` route does not name it)"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -148,10 +148,18 @@ fn reserve(lua: &Lua, function: &str, count: u32) -> Result<(Arc<Fetcher>, Incom
     let fetcher = lua
         .app_data_ref::<FetchAccess>()
         .and_then(|access| access.fetcher.clone())
-        .ok_or_else(|| Error::runtime("fetch: subrequests are not available in this process"))?;
-    let mut call = lua
-        .app_data_mut::<FetchCall>()
-        .ok_or_else(|| Error::runtime("fetch: subrequests are not available in this process"))?;
+        .ok_or_else(|| {
+            Error::runtime(
+                "fetch: subrequests are not available in this process; under actias test, pass a \
+                 fetch function to test.load",
+            )
+        })?;
+    let mut call = lua.app_data_mut::<FetchCall>().ok_or_else(|| {
+        Error::runtime(
+            "fetch: subrequests are not available in this process; under actias test, pass a \
+                 fetch function to test.load",
+        )
+    })?;
     let after = call.used.saturating_add(count);
     if after > fetcher.max_requests {
         crate::metrics::METRICS

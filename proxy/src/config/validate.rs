@@ -621,7 +621,7 @@ fn check_fetch(
         if value == 0 {
             problem(
                 format!("{key}.fetch.{field}"),
-                format!("{field} must be at least 1"),
+                format!("{field} is 0; set it to at least 1, or leave it out for the default"),
             );
         }
     }

@@ -108,7 +108,10 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     {
         BodyRead::Read(body) => body,
         BodyRead::TooLarge(limit) => {
-            let message = format!("413 Payload Too Large: the request body exceeds {limit} bytes");
+            let message = format!(
+                "413 Content Too Large: the request body exceeds {limit} bytes \
+                 (limits.max_request_body_bytes)"
+            );
             respond::error(session, 413, &message, &ctx.request_id, &[]).await?;
             session.set_keepalive(None);
             return Ok(true);
