@@ -34,6 +34,7 @@ const LOCKED_WAIT: Duration = Duration::from_secs(10);
 /// The redb-backed store.
 pub struct EmbeddedStore {
     db: Arc<OnceLock<Arc<Database>>>,
+    path: std::path::PathBuf,
 }
 
 impl EmbeddedStore {
@@ -92,7 +93,10 @@ impl EmbeddedStore {
             .name("actias-kv-sweep".into())
             .spawn(move || sweep_until_closed(weak, sweep_interval))
             .map_err(|e| failed(format!("cannot start the expiry sweep: {e}")))?;
-        Ok(Self { db: cell })
+        Ok(Self {
+            db: cell,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Returns the database, waiting while another process has the file open.
@@ -252,6 +256,15 @@ impl KvStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), KvError> {
+        // A readiness probe answers at once while the file is locked, with
+        // the reason, instead of waiting for the lock.
+        if self.db.get().is_none() {
+            return Err(failed(format!(
+                "another process holds {}; this process opens it when that one exits, so stop \
+                 it or give this config another kv.embedded.path",
+                self.path.display()
+            )));
+        }
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(failed))
             .await
     }
@@ -345,4 +358,33 @@ fn sweep(db: &Database) -> Result<(), KvError> {
             .map_err(failed)?;
     }
     txn.commit().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn locked_file_reports_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let first = EmbeddedStore::open(&path, Duration::from_secs(3600)).unwrap();
+        let second = EmbeddedStore::open(&path, Duration::from_secs(3600)).unwrap();
+        first.ping().await.unwrap();
+
+        let error = second.ping().await.unwrap_err().to_string();
+        assert!(error.contains("another process holds"), "{error}");
+        assert!(error.contains("kv.redb"), "{error}");
+
+        // Once the first store closes, the second opens the file.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while second.ping().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the file never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
