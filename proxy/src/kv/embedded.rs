@@ -256,7 +256,7 @@ impl KvStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), KvError> {
-        // A readiness probe answers at once while the file is locked, with
+        // A readiness probe returns at once while the file is locked, with
         // the reason, instead of waiting for the lock.
         if self.db.get().is_none() {
             return Err(failed(format!(
