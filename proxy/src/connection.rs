@@ -40,6 +40,7 @@ pub struct Connections {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     max_connections: usize,
+    send_timeout: Duration,
     open: Arc<AtomicUsize>,
     /// Wall time, in seconds since the Unix epoch, of the last warning
     /// about a rejected connection, so that a flood logs one line a second.
@@ -62,12 +63,14 @@ impl Connections {
         header_timeout: Duration,
         keepalive_timeout: Duration,
         max_connections: usize,
+        send_timeout: Duration,
     ) -> Self {
         Self {
             proxy: Arc::new(proxy),
             header_timeout,
             keepalive_timeout,
             max_connections,
+            send_timeout,
             open: Arc::new(AtomicUsize::new(0)),
             last_warning: AtomicU64::new(0),
         }
@@ -143,6 +146,9 @@ impl ServerApp for Connections {
         let mut deadline = self.header_timeout;
         loop {
             let mut session = ServerSession::new_http1(stream);
+            // A client that stops reading would otherwise keep the response,
+            // and its memory, for as long as the connection stays open.
+            session.set_write_timeout(Some(self.send_timeout));
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             } else {

@@ -129,7 +129,8 @@ impl Reloader {
         if *previous != fixed {
             tracing::warn!(
                 "changes to server, listeners, admin, log, kv, limits.header_timeout_ms, \
-                 limits.keepalive_timeout_ms or limits.max_connections take effect after a restart"
+                 limits.keepalive_timeout_ms, limits.max_connections or limits.send_timeout_ms \
+                 take effect after a restart"
             );
             *previous = fixed;
         }
@@ -169,7 +170,7 @@ fn restart_only(config: &Config) -> String {
     // The connection limits are read once, by the listeners.
     let limits = &file.limits;
     format!(
-        "{:?}{:?}{:?}{:?}{:?}{}/{}/{}",
+        "{:?}{:?}{:?}{:?}{:?}{}/{}/{}/{}",
         file.server,
         file.listeners,
         file.admin,
@@ -177,7 +178,8 @@ fn restart_only(config: &Config) -> String {
         file.kv,
         limits.header_timeout_ms,
         limits.keepalive_timeout_ms,
-        limits.max_connections
+        limits.max_connections,
+        limits.send_timeout_ms
     )
 }
 

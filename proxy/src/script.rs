@@ -117,6 +117,9 @@ pub struct RouteScript {
     permits: tokio::sync::Semaphore,
     /// CPU time left for creating VMs after start-up.
     creation_credit: Mutex<CreationCredit>,
+    /// Held while a VM is created, so that requests arriving together
+    /// create one VM at a time and each finds the credit the last one left.
+    creating: tokio::sync::Mutex<()>,
     /// The script registered a fetch handler.
     pub has_fetch_handler: bool,
     /// The script registered a scheduled handler.
@@ -148,6 +151,7 @@ impl RouteScript {
             max_idle: ready.max(1) * VMS_PER_READY,
             permits: tokio::sync::Semaphore::new(ready.max(1) * VMS_PER_READY),
             creation_credit: Mutex::new(CreationCredit::new()),
+            creating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -225,6 +229,16 @@ impl RouteScript {
         // Every VM is busy, or one was dropped after a limit: the pool grows
         // by one. The script's top level runs on a blocking thread, so that
         // it never holds up the other requests of this worker thread.
+        let _creating = self.creating.lock().await;
+        // A VM may have come back while this request waited its turn.
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        if let Some(vm) = idle {
+            return Ok(vm);
+        }
         let wait = self
             .creation_credit
             .lock()

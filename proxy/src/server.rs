@@ -222,6 +222,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
         Duration::from_millis(limits.header_timeout_ms),
         Duration::from_millis(limits.keepalive_timeout_ms),
         limits.max_connections,
+        Duration::from_millis(limits.send_timeout_ms),
     );
     let mut service = Service::new("actias".into(), connections);
     for address in &listeners {

@@ -341,3 +341,38 @@ fn other_transfer_codings_get_501() -> TestResult {
     assert_eq!(origin.accepted_connections(), 0);
     Ok(())
 }
+
+#[test]
+fn stalled_reader_is_cut_off_at_send_timeout() -> TestResult {
+    let script = r#"
+local big = string.rep("x", 32 * 1024 * 1024)
+add_event_listener("fetch", function(request) return {body = big} end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  send_timeout_ms: 1000\nroutes:\n  - name: big\n    default: true\n    script: big.lua\n",
+        &[("big.lua", script)],
+    )?;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")?;
+    // The client reads nothing while the socket buffers fill and the
+    // proxy's write waits past its timeout.
+    std::thread::sleep(Duration::from_secs(4));
+
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 1 << 20];
+    let ended = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break "closed",
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(_) => break "still open",
+        }
+    };
+    assert_ne!(ended, "still open", "received {received} bytes");
+    assert!(
+        received < 32 * 1024 * 1024,
+        "the whole body arrived ({received} bytes), so the write never timed out"
+    );
+    Ok(())
+}

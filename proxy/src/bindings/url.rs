@@ -23,6 +23,8 @@ pub fn create(lua: &Lua) -> Result<Table> {
         "encode",
         lua.create_function(|lua, text: Value| {
             let text = args::string("url.encode", 1, text)?;
+            let length = text.as_bytes().len().saturating_mul(3);
+            args::check_result_size(lua, "url.encode", length)?;
             lua.create_string(encode(&text.as_bytes()))
         })?,
     )?;

@@ -242,6 +242,9 @@ pub struct LimitsSection {
     /// Client connections open at once on the public listeners; a new one
     /// past this is closed at once.
     pub max_connections: usize,
+    /// Milliseconds a write to a client may wait for the client to read;
+    /// then the connection is closed.
+    pub send_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -256,6 +259,7 @@ impl Default for LimitsSection {
             header_timeout_ms: 10_000,
             keepalive_timeout_ms: 60_000,
             max_connections: 10_000,
+            send_timeout_ms: 60_000,
         }
     }
 }

@@ -257,6 +257,7 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             "60000",
         ),
         ("max_connections", limits.max_connections, "10000"),
+        ("send_timeout_ms", limits.send_timeout_ms as usize, "60000"),
     ] {
         if value == 0 {
             problem(

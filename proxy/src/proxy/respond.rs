@@ -1,7 +1,7 @@
 //! Writing responses from the proxy itself: script responses and errors.
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -16,7 +16,11 @@ pub async fn send(
 ) -> Result<()> {
     let mut response = ResponseHeader::build(status, Some(headers.len() + 1))?;
     for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
+        if name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == CONNECTION
+            || name == UPGRADE
+        {
             continue;
         }
         response.append_header(name.clone(), value.clone())?;
