@@ -66,6 +66,9 @@ fn smuggling_requests_get_400_and_close() -> TestResult {
         ("huge chunk size", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
         ("line folding", "GET / HTTP/1.1\r\nHost: {host}\r\nX-A: one\r\n two\r\n\r\n"),
         ("space before colon", "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("absolute target without host", "GET http://{host}/ HTTP/1.1\r\n\r\n"),
+        ("absolute target for another host", "GET http://other.test/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        ("no host on 1.1", "GET / HTTP/1.1\r\nX-A: {host}\r\n\r\n"),
     ];
     for host in ["lua.test", "plain.test"] {
         for (name, request) in cases {

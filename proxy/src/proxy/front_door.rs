@@ -32,6 +32,27 @@ pub fn check(
 ) -> Option<Rejection> {
     let raw = raw_head();
     let raw_len = raw.as_ref().map(Bytes::len);
+    // Routing uses the Host header. Pingora keeps only the path of an
+    // absolute-form target (`GET http://a.test/x`) and forwards the target
+    // as sent, so the origin could serve a host that was never routed.
+    let target = raw
+        .as_ref()
+        .and_then(|head| head.split(|&b| b == b' ').nth(1).map(<[u8]>::to_vec));
+    if target.is_some_and(|target| !target.starts_with(b"/") && target != b"*") {
+        return Some(Rejection {
+            status: 400,
+            message: "400 Bad Request: the request target must be a path starting with `/`, \
+                      with the host in the Host header",
+        });
+    }
+    if request.version == http::Version::HTTP_11
+        && !request.headers.contains_key(http::header::HOST)
+    {
+        return Some(Rejection {
+            status: 400,
+            message: "400 Bad Request: the request has no Host header (required since HTTP/1.1)",
+        });
+    }
     let has_encoding = request.headers.contains_key(TRANSFER_ENCODING);
     let has_length = request.headers.contains_key(CONTENT_LENGTH)
         || (has_encoding
