@@ -544,7 +544,7 @@ test = {}
 ---@class actias.TestLoadOptions
 ---@field kv table<string, table<string, string>>? Namespaces to seed: `{ns = {key = value}}`.
 ---@field origin (fun(request: table): table)? Responds to requests the script forwards.
----@field fetch (fun(request: {method: string, url: string, headers: table, body: string?}): {status: integer?, headers: table?, body: string?})? Answers the script's subrequests in place of the network.
+---@field fetch (fun(request: {method: string, url: string, headers: table, body: string?}): {status: integer?, headers: table?, body: string?})? Serves the script's subrequests in place of the network.
 ---@field env table<string, string>? Variables for the script's `env` table.
 ---@field secrets table<string, string>? Secrets for the script's `env` table, redacted from its log lines.
 

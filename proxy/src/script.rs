@@ -217,13 +217,16 @@ impl RouteScript {
         }
     }
 
-    async fn take_vm(&self) -> Result<Vm, ScriptError> {
-        let idle = self
-            .idle
+    /// Takes an idle VM, if one is free.
+    fn pop_idle(&self) -> Option<Vm> {
+        self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        if let Some(vm) = idle {
+            .pop()
+    }
+
+    async fn take_vm(&self) -> Result<Vm, ScriptError> {
+        if let Some(vm) = self.pop_idle() {
             return Ok(vm);
         }
         // Every VM is busy, or one was dropped after a limit: the pool grows
@@ -231,12 +234,7 @@ impl RouteScript {
         // it never holds up the other requests of this worker thread.
         let _creating = self.creating.lock().await;
         // A VM may have come back while this request waited its turn.
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        if let Some(vm) = idle {
+        if let Some(vm) = self.pop_idle() {
             return Ok(vm);
         }
         let wait = self

@@ -626,8 +626,8 @@ end)
     // which makes the status 503.
     let status = post("a&".repeat(5 * 1024 * 1024))?;
     assert!([500, 503].contains(&status), "{status}");
-    let refused = proxy.wait_log_line(&["url.parse_query: the result would be"]);
-    assert!(refused.is_some(), "{}", proxy.log());
+    let rejected = proxy.wait_log_line(&["url.parse_query: the result would be"]);
+    assert!(rejected.is_some(), "{}", proxy.log());
 
     // Two million pairs could fit, so parsing starts and the CPU limit
     // stops it.
@@ -661,11 +661,11 @@ end)
         statuses.push(get(&proxy, "heavy.test")?.0);
     }
     assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
-    let refused = proxy.wait_log_line(&[
+    let rejected = proxy.wait_log_line(&[
         "script stopped by a limit",
         "the route's new VMs used more than 100 ms of CPU time per second",
     ]);
-    assert!(refused.is_some(), "{}", proxy.log());
+    assert!(rejected.is_some(), "{}", proxy.log());
     assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
     Ok(())
 }

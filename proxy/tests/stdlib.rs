@@ -31,6 +31,15 @@ fn get_json(proxy: &Proxy, path: &str) -> TestResult<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Returns the value of header `name`, in any case, among the headers the
+/// test origin echoed.
+fn echoed_header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
 /// Value of the sample whose line starts with `series` in the admin
 /// listener's metrics, or 0 when there is none.
 fn metric(proxy: &Proxy, series: &str) -> TestResult<f64> {
@@ -550,12 +559,7 @@ end)
     assert_eq!(body["wrapped"], true);
     assert_eq!(body["target"], "/cart?id=3");
     let headers: Vec<(String, String)> = serde_json::from_value(body["headers"].clone())?;
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| echoed_header(&headers, name);
     assert_eq!(header("host").as_deref(), Some("shop.test"));
     assert_eq!(header("x-added").as_deref(), Some("by-script"));
 
@@ -749,8 +753,8 @@ add_event_listener("scheduled", function(event)
     log.info("tick at " .. time.format_rfc3339(event.scheduled_time) .. " by " .. event.cron)
 end)
 "#;
-    // A spin inside a coroutine never yields the thread, so it holds one
-    // thread until the CPU limit stops it.
+    // A spin inside a coroutine never yields the thread, so it keeps one
+    // thread busy until the CPU limit stops it.
     let heavy = r#"
 add_event_listener("scheduled", function(event)
     coroutine.wrap(function() while true do end end)()
@@ -1094,12 +1098,7 @@ end)
         .send()?
         .json()?;
     let headers: Vec<(String, String)> = serde_json::from_value(body["headers"].clone())?;
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| echoed_header(&headers, name);
     assert_eq!(header("actias-subrequest-depth").as_deref(), Some("2"));
     assert_eq!(
         header("actias-subrequest-routes").as_deref(),

@@ -134,7 +134,7 @@ pub fn install(lua: &Lua, globals: &Table) -> Result<()> {
     Ok(())
 }
 
-/// What a subrequest carries over from the request being handled.
+/// The values a subrequest carries over from the request being handled.
 struct Incoming {
     host: Option<String>,
     depth: u32,
