@@ -28,6 +28,9 @@ pub struct AdminApp {
     reloader: Option<Arc<Reloader>>,
     /// Set once every listener has accepted a connection.
     listening: AtomicBool,
+    /// Names accepted in the Host header besides IP addresses and
+    /// `localhost`, lowercase.
+    hosts: Vec<String>,
 }
 
 impl AdminApp {
@@ -35,13 +38,30 @@ impl AdminApp {
         listeners: Vec<SocketAddr>,
         kv_store: Option<Arc<dyn KvStore>>,
         reloader: Option<Arc<Reloader>>,
+        hosts: &[String],
     ) -> Self {
         Self {
             listeners,
             kv_store,
             reloader,
             listening: AtomicBool::new(false),
+            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         }
+    }
+
+    /// Returns true when the request's Host names this listener: an IP
+    /// address, `localhost` or one of `admin.hosts`. A web page whose name
+    /// an attacker points at 127.0.0.1 (DNS rebinding) sends its own name.
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return true;
+        };
+        let name = crate::routing::normalize_host(host);
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.is_empty()
+            || name == "localhost"
+            || name.parse::<IpAddr>().is_ok()
+            || self.hosts.iter().any(|allowed| *allowed == name)
     }
 
     /// Returns `None` when ready, or the reason it is not.
@@ -198,7 +218,23 @@ impl ServeHttp for AdminApp {
             .req_header()
             .headers
             .contains_key(crate::fetch::SUBREQUEST_DEPTH_HEADER);
+        let host = session
+            .req_header()
+            .headers
+            .get(header::HOST)
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+        let host_allowed = self.host_allowed(host);
         let (status, content_type, body) = match path.as_str() {
+            _ if !host_allowed => {
+                tracing::warn!(host = ?host, path = %path, "rejected an admin request for an unknown host");
+                (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "text/plain",
+                    b"the admin listener answers only requests for an IP address, localhost \
+                      or a name listed in admin.hosts\n"
+                        .to_vec(),
+                )
+            }
             // A route allowed to fetch private addresses could otherwise
             // reload the proxy or run another route's scheduled handler.
             _ if from_script => {
@@ -286,7 +322,7 @@ mod tests {
             let address = listener.local_addr().expect("address");
             drop(listener);
 
-            let app = AdminApp::new(vec![address], None, None);
+            let app = AdminApp::new(vec![address], None, None, &[]);
             let reason = app.not_ready().await.expect("nothing listens yet");
             assert!(reason.contains(&address.to_string()), "{reason}");
 

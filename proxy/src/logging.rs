@@ -1,6 +1,9 @@
 //! Log output: one subscriber for lifecycle logs, the access log and
 //! script logs, in JSON or text lines on standard error.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSection};
@@ -28,6 +31,28 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// Set when log lines are text, where a field value runs to the next space.
+static TEXT_FORMAT: AtomicBool = AtomicBool::new(false);
+
+/// Returns a client-controlled field value as it must be logged: in text
+/// lines, a value with spaces, quotes, `=` or control characters is quoted
+/// and escaped, so that it cannot pass for further fields.
+pub fn field(text: &str) -> Cow<'_, str> {
+    quote_for_text(text, TEXT_FORMAT.load(Ordering::Relaxed))
+}
+
+fn quote_for_text(text: &str, text_format: bool) -> Cow<'_, str> {
+    let plain = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=');
+    if plain || !text_format {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(format!("{text:?}"))
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `section.level`;
 /// the access log is filtered out when `section.access_log` is off.
 pub fn init(section: &LogSection) {
@@ -50,7 +75,26 @@ pub fn init(section: &LogSection) {
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+    TEXT_FORMAT.store(section.format == LogFormat::Text, Ordering::Relaxed);
     if let Err(e) = result {
         eprintln!("actias: cannot install the logger: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_fields_with_spaces_are_quoted() {
+        assert_eq!(quote_for_text("a.test", true), "a.test");
+        assert_eq!(
+            quote_for_text("a.test status=200", true),
+            r#""a.test status=200""#
+        );
+        assert_eq!(quote_for_text("x\"y", true), r#""x\"y""#);
+        assert_eq!(quote_for_text("a\nb", true), r#""a\nb""#);
+        assert_eq!(quote_for_text("", true), r#""""#);
+        assert_eq!(quote_for_text("a status=200", false), "a status=200");
     }
 }

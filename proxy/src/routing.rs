@@ -41,6 +41,16 @@ pub enum Lookup {
     NotFound,
 }
 
+impl Lookup {
+    /// The index of the route found, if one was.
+    pub fn route(&self) -> Option<usize> {
+        match self {
+            Lookup::Found { route, .. } => Some(*route),
+            _ => None,
+        }
+    }
+}
+
 /// Host, path and method matching for one config snapshot.
 #[derive(Debug, Default)]
 pub struct Router {

@@ -233,7 +233,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
 
     if admin.enabled {
         let addresses = listeners.iter().filter_map(|a| a.parse().ok()).collect();
-        let app = AdminApp::new(addresses, Some(kv_store), Some(reloader));
+        let app = AdminApp::new(addresses, Some(kv_store), Some(reloader), &admin.hosts);
         let mut admin_service = Service::new("admin".into(), app);
         admin_service.threads = Some(1);
         admin_service.add_tcp(&admin.address);

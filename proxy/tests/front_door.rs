@@ -69,6 +69,9 @@ fn smuggling_requests_get_400_and_close() -> TestResult {
         ("absolute target without host", "GET http://{host}/ HTTP/1.1\r\n\r\n"),
         ("absolute target for another host", "GET http://other.test/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
         ("no host on 1.1", "GET / HTTP/1.1\r\nX-A: {host}\r\n\r\n"),
+        ("two hosts", "GET / HTTP/1.1\r\nHost: {host}\r\nHost: other.test\r\n\r\n"),
+        ("host with a path", "GET / HTTP/1.1\r\nHost: {host}/x?\r\n\r\n"),
+        ("host with userinfo", "GET / HTTP/1.1\r\nHost: u@{host}\r\n\r\n"),
     ];
     for host in ["lua.test", "plain.test"] {
         for (name, request) in cases {

@@ -255,6 +255,41 @@ fn health_endpoints_answer_on_admin_port_only() -> TestResult {
 }
 
 #[test]
+fn admin_rejects_unknown_host_names() -> TestResult {
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\n  hosts: [scrape.internal]\nroutes:\n  - name: r\n    default: true\n    script: r.lua\n";
+    let script = "add_event_listener(\"fetch\", function() return {body = \"r\"} end)";
+    let proxy = Proxy::start(config, &[("r.lua", script)])?;
+    let http = client();
+    // A page on a rebound name reaches 127.0.0.1 with its own name as Host.
+    for host in [
+        "rebound.example",
+        "localhost.rebound.example",
+        "127.0.0.1.example",
+    ] {
+        let response = http
+            .get(proxy.admin_url("/metrics"))
+            .header("host", host)
+            .send()?;
+        assert_eq!(response.status(), 421, "{host}");
+        assert!(response.text()?.contains("admin.hosts"), "{host}");
+    }
+    for host in [
+        "localhost",
+        "LOCALHOST:9090",
+        "127.0.0.1",
+        "[::1]:9090",
+        "scrape.internal:80",
+    ] {
+        let response = http
+            .get(proxy.admin_url("/healthz"))
+            .header("host", host)
+            .send()?;
+        assert_eq!(response.status(), 200, "{host}");
+    }
+    Ok(())
+}
+
+#[test]
 fn access_log_has_one_line_per_request() -> TestResult {
     let origin = Origin::start("backend");
     let proxy = start(&origin)?;

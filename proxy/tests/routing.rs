@@ -128,12 +128,28 @@ fn encoded_slash_stays_in_its_segment() -> TestResult {
         body(&proxy, "paths.test", "/files/a%2Fb")?,
         "files /files/a%2Fb a/b"
     );
-    // Decoded, `/users/a/b` would take the prefix route; encoded it is one
-    // parameter segment.
-    assert_eq!(
-        body(&proxy, "paths.test", "/users/a%2Fb")?,
-        "param /users/a%2Fb a/b"
-    );
+    Ok(())
+}
+
+#[test]
+fn ambiguous_encoded_slash_gets_400() -> TestResult {
+    let proxy = start()?;
+    // An origin that decodes `%2F` would serve `/users/a/b` (the prefix
+    // route), `/users/me` (the exact route) or `/secret` (no route at all).
+    for target in [
+        "/users/a%2Fb",
+        "/users/x%2F..%2Fme",
+        "/files/..%2f..%2Fsecret",
+        "/files/x%5C..%5C..%5Csecret",
+    ] {
+        let response = get(&proxy, "paths.test", target)?;
+        assert_eq!(response.status, 400, "{target}: {}", response.body_text());
+        assert!(
+            response.body_text().contains("encoded slashes"),
+            "{target}: {}",
+            response.body_text()
+        );
+    }
     Ok(())
 }
 

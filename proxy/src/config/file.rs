@@ -63,6 +63,9 @@ pub struct AdminSection {
     pub enabled: bool,
     /// `host:port` of the admin listener; keep it off public interfaces.
     pub address: String,
+    /// Host names accepted in the Host header besides IP addresses and
+    /// `localhost`.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminSection {
@@ -70,6 +73,7 @@ impl Default for AdminSection {
         Self {
             enabled: true,
             address: DEFAULT_ADMIN.to_string(),
+            hosts: Vec::new(),
         }
     }
 }

@@ -306,6 +306,21 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
                 ),
             );
         }
+        for (index, name) in file.admin.hosts.iter().enumerate() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !valid {
+                problem(
+                    format!("admin.hosts[{index}]"),
+                    format!(
+                        "`{name}` is not a host name; list names without port or scheme, \
+                         such as `actias-1.internal`"
+                    ),
+                );
+            }
+        }
         let public = file
             .listeners
             .iter()

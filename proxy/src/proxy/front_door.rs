@@ -6,11 +6,12 @@
 //! HTTP/1.0, obsolete line folding and invalid chunk sizes with 400. This
 //! module adds what it lets through: a request with both Content-Length and
 //! Transfer-Encoding, a Content-Length repeated with the same value, a
-//! transfer coding other than `chunked` before it (501), a request target
-//! over `max_uri_bytes` and a head over `max_header_bytes`.
+//! transfer coding other than `chunked` before it (501), a Host header that
+//! is repeated or is not a name or address, a request target over
+//! `max_uri_bytes` and a head over `max_header_bytes`.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
 use crate::config::LimitsSection;
@@ -52,6 +53,24 @@ pub fn check(
             status: 400,
             message: "400 Bad Request: the request has no Host header (required since HTTP/1.1)",
         });
+    }
+    let mut hosts = request.headers.get_all(HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() {
+            return Some(Rejection {
+                status: 400,
+                message: "400 Bad Request: the request has more than one Host header",
+            });
+        }
+        // Scripts see the host inside `request.url`, so characters such as
+        // `/`, `?` or `@` would let a client choose what that URL names.
+        if !is_valid_host(host.as_bytes()) {
+            return Some(Rejection {
+                status: 400,
+                message: "400 Bad Request: the Host header must be a host name or IP address \
+                          with an optional port",
+            });
+        }
     }
     let has_encoding = request.headers.contains_key(TRANSFER_ENCODING);
     let has_length = request.headers.contains_key(CONTENT_LENGTH)
@@ -123,6 +142,40 @@ pub fn check(
     None
 }
 
+/// Returns true when `value` is a DNS name, an IPv4 address or a bracketed
+/// IPv6 address, with an optional port. An empty value is allowed: a
+/// client sends it for a target without an authority (RFC 9112).
+fn is_valid_host(value: &[u8]) -> bool {
+    let (name, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            if literal.is_empty()
+                || !literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return false;
+            }
+            (&[][..], &rest[end + 1..])
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let name_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    let port_ok = match port.strip_prefix(b":") {
+        Some(digits) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        None => port.is_empty(),
+    };
+    name_ok && port_ok
+}
+
 /// Returns true when a raw request head has a `Content-Length` line.
 fn has_content_length_line(head: &[u8]) -> bool {
     const NAME: &[u8] = b"content-length:";
@@ -134,6 +187,40 @@ fn has_content_length_line(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_must_be_name_or_address() {
+        for good in [
+            "a.test",
+            "A-b_c.test:8080",
+            "127.0.0.1",
+            "[::1]",
+            "[::1]:443",
+            "[::ffff:10.0.0.1]",
+            "",
+            "a.test.",
+            "a.test:",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "a.test/x",
+            "a.test?x",
+            "a@b.test",
+            "a.test:80:80",
+            "a.test:http",
+            "a.test:123456",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]/x",
+            "a b",
+            "a%2Fb",
+            "a.test#",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn finds_content_length_in_raw_head() {

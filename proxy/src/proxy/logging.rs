@@ -4,7 +4,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::RequestContext;
-use crate::logging::ACCESS_TARGET;
+use crate::logging::{field, ACCESS_TARGET};
 use crate::metrics::{status_class, METRICS, UNMATCHED};
 
 /// Records the metrics of a finished request and writes its access-log
@@ -32,17 +32,17 @@ pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestCont
         request_id = %ctx.request_id,
         client = %client,
         method = %request.method,
-        host = %host,
-        path = %truncate(request.uri.path(), MAX_LOGGED_PATH),
+        host = %field(host),
+        path = %field(truncate(request.uri.path(), MAX_LOGGED_PATH)),
         status,
         bytes = session.body_bytes_sent(),
         route = %ctx.route_name(),
         script = ctx.script_ran,
         origin = ctx.origin_address.as_deref().unwrap_or("-"),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0,
-        error = match (&ctx.script_error, error) {
-            (Some(script), _) => script.clone(),
-            (None, Some(e)) => e.to_string(),
+        error = %match (&ctx.script_error, error) {
+            (Some(script), _) => field(script).into_owned(),
+            (None, Some(e)) => field(&e.to_string()).into_owned(),
             (None, None) => String::new(),
         },
     );

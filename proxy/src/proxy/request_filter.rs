@@ -63,7 +63,22 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     let method = request.method.as_str().to_string();
     let host_header = host_header.to_string();
 
-    let (route_index, params) = match snapshot.router.lookup(&host, &method, &path) {
+    let lookup = snapshot.router.lookup(&host, &method, &path);
+    if let Some(split) = NormalizedPath::parse_with_encoded_slashes(request.uri.path()) {
+        // An origin that decodes `%2F` to `/` serves the other reading of
+        // this path. Refuse when that reading belongs to another route, or
+        // climbs out of its directory to a path that no route may take.
+        let other = snapshot.router.lookup(&host, &method, &split).route();
+        if other != lookup.route() && (other.is_some() || split.restructured) {
+            tracing::debug!(request_id = %ctx.request_id, %host, "encoded slash changes the route");
+            let message = "400 Bad Request: read with its encoded slashes (%2F, %5C) \
+                           decoded, this path would take another route";
+            session.set_keepalive(None);
+            respond::error(session, 400, message, &ctx.request_id, &[]).await?;
+            return Ok(true);
+        }
+    }
+    let (route_index, params) = match lookup {
         Lookup::Found { route, params } => (route, params),
         Lookup::NotFound => {
             tracing::debug!(request_id = %ctx.request_id, %host, "no route matches");

@@ -55,6 +55,18 @@ impl NormalizedPath {
         }
     }
 
+    /// Normalises the path as an origin would that takes `%2F`, `%5C` and
+    /// `\\` for slashes. Returns `None` when the path has none of them, so
+    /// both readings are the same.
+    pub fn parse_with_encoded_slashes(raw: &str) -> Option<Self> {
+        let lower = raw.to_ascii_lowercase();
+        if !(lower.contains("%2f") || lower.contains("%5c") || raw.contains('\\')) {
+            return None;
+        }
+        let split = replace_ignoring_case(raw, &["%2f", "%5c", "\\"], "/");
+        Some(Self::parse(&split))
+    }
+
     /// Returns the path as one string. Characters that would change how
     /// it splits (`/` and `%` inside a segment) are percent-encoded again.
     pub fn to_path_string(&self) -> String {
@@ -71,6 +83,29 @@ impl NormalizedPath {
         }
         out
     }
+}
+
+/// Replaces each of `needles` (lowercase ASCII), in any letter case, with
+/// `with`.
+fn replace_ignoring_case(haystack: &str, needles: &[&str], with: &str) -> String {
+    let mut out = String::with_capacity(haystack.len());
+    let mut rest = haystack;
+    'outer: while !rest.is_empty() {
+        for needle in needles {
+            let matches = rest
+                .get(..needle.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(needle));
+            if matches {
+                out.push_str(with);
+                rest = &rest[needle.len()..];
+                continue 'outer;
+            }
+        }
+        let next = rest.chars().next().map_or(1, char::len_utf8);
+        out.push_str(&rest[..next]);
+        rest = &rest[next..];
+    }
+    out
 }
 
 /// Percent-encodes the characters that may not appear in a request-line
@@ -216,6 +251,20 @@ mod tests {
         assert_eq!(path("/caf%C3%A9").to_path_string(), "/café");
         assert_eq!(path("/a/..").to_path_string(), "/");
         assert_eq!(path("/").to_path_string(), "/");
+    }
+
+    #[test]
+    fn encoded_slashes_split_when_asked() {
+        let split = |raw: &str| NormalizedPath::parse_with_encoded_slashes(raw);
+        assert_eq!(split("/admin/x"), None);
+        assert_eq!(split("/admin%2fx").unwrap().to_path_string(), "/admin/x");
+        assert_eq!(
+            split("/public/..%2Fadmin/x").unwrap().to_path_string(),
+            "/admin/x"
+        );
+        assert_eq!(split("/a%5Cb\\c").unwrap().to_path_string(), "/a/b/c");
+        assert_eq!(split("/caf%C3%A9%2F").unwrap().to_path_string(), "/café/");
+        assert_eq!(path("/admin%2Fx").to_path_string(), "/admin%2Fx");
     }
 
     #[test]
