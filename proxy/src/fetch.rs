@@ -427,6 +427,7 @@ impl Fetcher {
         let timeout = request
             .timeout
             .map_or(self.timeout, |asked| asked.min(self.timeout));
+        let mut following = false;
         let client = match &to_origin {
             Some(origin) => {
                 let target = origin.fetch_target().ok_or_else(|| {
@@ -464,6 +465,7 @@ impl Fetcher {
                 request
                     .headers
                     .retain(|(name, _)| name != http::header::HOST);
+                following = request.follow_redirects;
                 if request.follow_redirects {
                     client(&self.following, || self.public_client(true))?
                 } else {
@@ -485,6 +487,18 @@ impl Fetcher {
             .map_err(|e| self.classify(e, timeout))?;
         let status = response.status().as_u16();
         let url = response.url().to_string();
+        // reqwest returns a redirect it cannot follow (`file:`, `ftp:`, a
+        // malformed Location) as the response itself.
+        if following && matches!(status, 301 | 302 | 303 | 307 | 308) {
+            if let Some(location) = response.headers().get(http::header::LOCATION) {
+                let location = String::from_utf8_lossy(location.as_bytes());
+                return Err(FetchError::Refused(format!(
+                    "{url} redirected to `{}`, which is not an http or https URL; pass \
+                     redirect = \"manual\" to get the redirect response instead",
+                    crate::logging::one_line(&location.chars().take(200).collect::<String>())
+                )));
+            }
+        }
         let headers = response
             .headers()
             .iter()

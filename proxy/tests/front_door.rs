@@ -84,6 +84,12 @@ fn smuggling_requests_get_400_and_close() -> TestResult {
             let (response, closed) = exchange(proxy.port, request.as_bytes())?;
             assert_eq!(status_of(&response), 400, "{name} on {host}: {response}");
             assert!(closed, "{name} on {host}: connection left open");
+            assert!(
+                !response
+                    .to_ascii_lowercase()
+                    .contains("connection: keep-alive"),
+                "{name} on {host}: {response}"
+            );
             assert_eq!(
                 response.matches("HTTP/1.1 ").count(),
                 1,
@@ -104,6 +110,12 @@ fn smuggling_requests_get_400_and_close() -> TestResult {
         let (response, closed) = exchange(proxy.port, request.as_bytes())?;
         assert_eq!(status_of(&response), 400, "{name}: {response}");
         assert!(closed, "{name}: connection left open");
+        assert!(
+            !response
+                .to_ascii_lowercase()
+                .contains("connection: keep-alive"),
+            "{name}: {response}"
+        );
     }
     Ok(())
 }

@@ -204,6 +204,10 @@ local calls = {
     {"time.format_rfc3339", function() return time.format_rfc3339(-1) end},
     {"time.parse_rfc3339", function() return time.parse_rfc3339("yesterday") end},
     {"time.parse_http_date", function() return time.parse_http_date("2015-10-21") end},
+    {"time.parse_http_date year", function()
+        return time.parse_http_date("Fri, 04 Dec 99999 18:30:00 GMT")
+    end},
+    {"time.parse_rfc3339 year", function() return time.parse_rfc3339("1969-12-31T23:59:59Z") end},
     {"url.parse", function() return url.parse("/relative/path") end},
     {"url.decode", function() return url.decode("100%zz") end},
     {"url.build_query", function() return url.build_query("a=1") end},
@@ -257,6 +261,11 @@ end)
         ("time.format_rfc3339", "whole number from 0 to"),
         ("time.parse_rfc3339", "`yesterday` is not an RFC 3339 time"),
         ("time.parse_http_date", "is not an HTTP date"),
+        (
+            "time.parse_http_date year",
+            "is outside the supported range",
+        ),
+        ("time.parse_rfc3339 year", "pass a time from 1970"),
         ("url.parse", "`/relative/path` is not an absolute URL"),
         ("url.decode", "invalid escape at offset 3"),
         ("url.build_query", "argument 1 must be a table"),
@@ -414,10 +423,19 @@ end)
         )?,
         "fetched"
     );
-    // Only the two allowed hops of the last request reached the origin,
-    // plus the redirecting hop of the refused one.
+    // A redirect to another scheme raises instead of returning the 302.
+    let message = get(
+        "hops.test",
+        format!("http://127.0.0.1:{port}/redirect?to=file:///etc/passwd"),
+    )?;
     assert!(
-        origin.accepted_connections() <= 3,
+        message.contains("redirected to `file:///etc/passwd`, which is not an http or https URL"),
+        "{message}"
+    );
+    // Only the two allowed hops of the last request reached the origin,
+    // plus the redirecting hops of the refused ones.
+    assert!(
+        origin.accepted_connections() <= 4,
         "{}",
         origin.accepted_connections()
     );

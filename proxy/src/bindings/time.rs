@@ -32,14 +32,14 @@ pub fn create(lua: &Lua) -> Result<Table> {
         lua.create_function(|_, text: Value| {
             let text = args::string("time.parse_rfc3339", 1, text)?;
             let text = text.to_string_lossy();
-            DateTime::parse_from_rfc3339(&text)
-                .map(|time| time.timestamp_millis())
-                .map_err(|e| {
-                    Error::runtime(format!(
-                        "time.parse_rfc3339: `{text}` is not an RFC 3339 time ({e}); pass a time \
-                         such as \"2026-12-04T18:30:00Z\""
-                    ))
-                })
+            let time = DateTime::parse_from_rfc3339(&text).map_err(|e| {
+                Error::runtime(format!(
+                    "time.parse_rfc3339: `{}` is not an RFC 3339 time ({e}); pass a time \
+                     such as \"2026-12-04T18:30:00Z\"",
+                    shown(&text)
+                ))
+            })?;
+            in_range("time.parse_rfc3339", &text, time.timestamp_millis())
         })?,
     )?;
     table.raw_set(
@@ -47,14 +47,14 @@ pub fn create(lua: &Lua) -> Result<Table> {
         lua.create_function(|_, text: Value| {
             let text = args::string("time.parse_http_date", 1, text)?;
             let text = text.to_string_lossy();
-            DateTime::parse_from_rfc2822(&text)
-                .map(|time| time.timestamp_millis())
-                .map_err(|e| {
-                    Error::runtime(format!(
-                        "time.parse_http_date: `{text}` is not an HTTP date ({e}); pass a date \
-                         such as \"Fri, 04 Dec 2026 18:30:00 GMT\""
-                    ))
-                })
+            let time = DateTime::parse_from_rfc2822(&text).map_err(|e| {
+                Error::runtime(format!(
+                    "time.parse_http_date: `{}` is not an HTTP date ({e}); pass a date \
+                     such as \"Fri, 04 Dec 2026 18:30:00 GMT\"",
+                    shown(&text)
+                ))
+            })?;
+            in_range("time.parse_http_date", &text, time.timestamp_millis())
         })?,
     )?;
     table.set_readonly(true);
@@ -64,6 +64,30 @@ pub fn create(lua: &Lua) -> Result<Table> {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Returns `ms` when the other time functions take it, so that a parsed
+/// time can always be formatted again.
+fn in_range(function: &str, text: &str, ms: i64) -> Result<i64> {
+    if (0..=MAX_MS).contains(&ms) {
+        return Ok(ms);
+    }
+    Err(Error::runtime(format!(
+        "{function}: `{}` is outside the supported range; pass a time from 1970 to the end \
+         of 9999",
+        shown(text)
+    )))
+}
+
+/// Returns the start of `text` for an error message, which may quote a
+/// header value of any length.
+fn shown(text: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if text.chars().count() <= MAX_CHARS {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(MAX_CHARS).collect();
+    format!("{start}...")
 }
 
 fn datetime(function: &str, ms: Value) -> Result<DateTime<Utc>> {
