@@ -68,6 +68,9 @@ pub struct Metrics {
     /// `actias_connections_rejected_total`: connections closed at once
     /// because `limits.max_connections` were open.
     pub connections_rejected: prometheus::IntCounter,
+    /// `actias_request_body_buffered_bytes`: request body bytes held in
+    /// memory for scripts.
+    pub body_buffered: prometheus::IntGauge,
 }
 
 /// The metrics of this process.
@@ -214,6 +217,14 @@ impl Metrics {
         registry
             .register(Box::new(connections_rejected.clone()))
             .expect("each metric is registered once");
+        let body_buffered = prometheus::IntGauge::new(
+            "actias_request_body_buffered_bytes",
+            "Request body bytes held in memory for scripts.",
+        )
+        .expect("metric names are valid constants");
+        registry
+            .register(Box::new(body_buffered.clone()))
+            .expect("each metric is registered once");
         let process = prometheus::process_collector::ProcessCollector::for_self();
         if let Err(e) = registry.register(Box::new(process)) {
             tracing::warn!(error = %e, "cannot export process metrics");
@@ -239,6 +250,7 @@ impl Metrics {
             build_info,
             connections_open,
             connections_rejected,
+            body_buffered,
         }
     }
 

@@ -237,6 +237,24 @@ fn check_rejects_duplicate_listeners() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn check_rejects_body_limits_past_the_process_limit() -> TestResult {
+    let dir = ConfigDir::new(
+        "limits:\n  max_buffered_body_bytes: 1000\n  max_request_body_bytes: 1000\nadmin:\n  hosts: [\"a.test:80\"]\nroutes:\n  - name: r\n    default: true\n    script: ok.lua\n    limits:\n      max_request_body_bytes: 2000\n",
+        &[("ok.lua", "add_event_listener(\"fetch\", function() return {} end)")],
+    )?;
+    let text = stderr(&dir.check()?);
+    assert!(
+        text.contains("routes[0].limits.max_request_body_bytes: max_request_body_bytes of route `r` is 2000, more than limits.max_buffered_body_bytes (1000)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("admin.hosts[0]: `a.test:80` is not a host name"),
+        "{text}"
+    );
+    Ok(())
+}
+
 /// The compose and Kubernetes configs carry copies of shipped scripts,
 /// because kustomize reads files only under its own directory. The copies
 /// must not drift from `conf/scripts`.

@@ -394,3 +394,65 @@ add_event_listener("fetch", function(request) return {body = big} end)
     );
     Ok(())
 }
+
+/// Polls the admin endpoint until `line` is in the scrape, for up to 10 s.
+fn wait_for_metric(proxy: &Proxy, line: &str) -> TestResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = support::client()
+            .get(proxy.admin_url("/metrics"))
+            .send()?
+            .text()?;
+        if scrape.contains(line) {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "no `{line}` in {scrape}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bodies_past_the_process_limit_get_503() -> TestResult {
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  max_request_body_bytes: 600\n  max_buffered_body_bytes: 1000\nroutes:\n  - name: lua\n    hosts: [lua.test]\n    script: echo.lua\n";
+    let proxy = Proxy::start(config, &[("echo.lua", ECHO)])?;
+    let body = "x".repeat(600);
+    let whole = format!(
+        "POST / HTTP/1.1\r\nHost: lua.test\r\nContent-Length: 600\r\nConnection: close\r\n\r\n{body}"
+    );
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: lua.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n{body}\r\n0\r\n\r\n"
+    );
+
+    // A client that sends half of its body holds its reservation.
+    let mut holder = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    holder.set_read_timeout(Some(Duration::from_secs(5)))?;
+    holder.write_all(&whole.as_bytes()[..whole.len() - 300])?;
+    wait_for_metric(&proxy, "actias_request_body_buffered_bytes 600")?;
+
+    for (name, request) in [("length", &whole), ("chunked", &chunked)] {
+        let (response, closed) = exchange(proxy.port, request.as_bytes())?;
+        assert_eq!(status_of(&response), 503, "{name}: {response}");
+        assert!(
+            response.contains("max_buffered_body_bytes"),
+            "{name}: {response}"
+        );
+        assert!(
+            response.to_ascii_lowercase().contains("retry-after: 1"),
+            "{name}: {response}"
+        );
+        assert!(closed, "{name}: connection left open");
+    }
+
+    holder.write_all(&whole.as_bytes()[whole.len() - 300..])?;
+    let mut response = String::new();
+    holder.read_to_string(&mut response)?;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(response.contains("body=600"), "{response}");
+    wait_for_metric(&proxy, "actias_request_body_buffered_bytes 0")?;
+
+    for (name, request) in [("length", &whole), ("chunked", &chunked)] {
+        let (response, _) = exchange(proxy.port, request.as_bytes())?;
+        assert_eq!(status_of(&response), 200, "{name}: {response}");
+    }
+    Ok(())
+}

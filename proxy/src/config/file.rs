@@ -249,6 +249,9 @@ pub struct LimitsSection {
     /// Milliseconds a write to a client may wait for the client to read;
     /// then the connection is closed.
     pub send_timeout_ms: u64,
+    /// Request body bytes that all requests together may hold in memory
+    /// for scripts; a body that does not fit gets 503.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for LimitsSection {
@@ -264,6 +267,7 @@ impl Default for LimitsSection {
             keepalive_timeout_ms: 60_000,
             max_connections: 10_000,
             send_timeout_ms: 60_000,
+            max_buffered_body_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -258,6 +258,11 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
         ),
         ("max_connections", limits.max_connections, "10000"),
         ("send_timeout_ms", limits.send_timeout_ms as usize, "60000"),
+        (
+            "max_buffered_body_bytes",
+            limits.max_buffered_body_bytes,
+            "536870912",
+        ),
     ] {
         if value == 0 {
             problem(
@@ -439,6 +444,21 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             default_route = Some(&route.name);
         }
         check_route(route, &key, &origin_names, &mut problem);
+        let body_limit = route
+            .limits
+            .max_request_body_bytes
+            .unwrap_or(file.limits.max_request_body_bytes);
+        if body_limit > file.limits.max_buffered_body_bytes {
+            problem(
+                format!("{key}.limits.max_request_body_bytes"),
+                format!(
+                    "max_request_body_bytes of route `{}` is {body_limit}, more than \
+                     limits.max_buffered_body_bytes ({}), so a body of that size could never \
+                     be read; lower it or raise limits.max_buffered_body_bytes",
+                    route.name, file.limits.max_buffered_body_bytes
+                ),
+            );
+        }
     }
     problems
 }

@@ -1,5 +1,7 @@
 //! First phase: find the route and run its script.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::{Bytes, BytesMut};
 use http::header::{ALLOW, CONTENT_LENGTH, HOST};
 use http::HeaderValue;
@@ -8,6 +10,7 @@ use pingora::proxy::Session;
 
 use super::{front_door, respond, RequestContext};
 use crate::config::OnFailure;
+use crate::metrics::METRICS;
 use crate::routing::{encode_path, normalize_host, Lookup, NormalizedPath};
 use crate::script::{Outcome, RequestInput, ScriptError};
 
@@ -114,14 +117,28 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         return Ok(true);
     }
 
-    let body = match read_body(
-        session,
-        route.origin.is_some(),
-        route.max_request_body_bytes,
-    )
-    .await?
-    {
-        BodyRead::Read(body) => body,
+    let limits = BodyLimits {
+        per_request: route.max_request_body_bytes,
+        all_requests: snapshot.limits.max_buffered_body_bytes,
+    };
+    // The reservation lives until the script has run, since the script's
+    // request table refers to the body.
+    let (body, _reservation) = match read_body(session, route.origin.is_some(), limits).await? {
+        BodyRead::Read(body, reservation) => (body, reservation),
+        BodyRead::Busy => {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                route = %route.name,
+                limit = limits.all_requests,
+                "request body rejected: limits.max_buffered_body_bytes are in use"
+            );
+            let message = "503 Service Unavailable: request bodies in memory have reached \
+                           limits.max_buffered_body_bytes; retry shortly";
+            let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            session.set_keepalive(None);
+            respond::error(session, 503, message, &ctx.request_id, &[retry]).await?;
+            return Ok(true);
+        }
         BodyRead::TooLarge(limit) => {
             let message = format!(
                 "413 Content Too Large: the request body exceeds {limit} bytes \
@@ -230,10 +247,55 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
 }
 
 enum BodyRead {
-    /// The body, or `None` when it was left unread for the origin.
-    Read(Option<Bytes>),
+    /// The body, or `None` when it was left unread for the origin, and
+    /// its share of the process-wide body memory.
+    Read(Option<Bytes>, BodyReservation),
     /// The body exceeds this many bytes.
     TooLarge(usize),
+    /// The body does not fit in what is left of the process-wide limit.
+    Busy,
+}
+
+/// Body size limits for one request.
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    /// The route's `max_request_body_bytes`.
+    per_request: usize,
+    /// `limits.max_buffered_body_bytes`, for every request together.
+    all_requests: usize,
+}
+
+/// Request body bytes held for scripts across the process.
+static BUFFERED_BODY_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A share of the process-wide body memory, returned when dropped.
+#[derive(Default)]
+struct BodyReservation {
+    bytes: usize,
+}
+
+impl BodyReservation {
+    /// Adds `more` bytes to the share, or returns false when they do not
+    /// fit under `limit` together with every other request's share.
+    fn grow(&mut self, more: usize, limit: usize) -> bool {
+        let reserved =
+            BUFFERED_BODY_BYTES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|total| *total <= limit)
+            });
+        if reserved.is_err() {
+            return false;
+        }
+        self.bytes += more;
+        METRICS.body_buffered.add(more as i64);
+        true
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        BUFFERED_BODY_BYTES.fetch_sub(self.bytes, Ordering::AcqRel);
+        METRICS.body_buffered.sub(self.bytes as i64);
+    }
 }
 
 /// Reads the request body for the script.
@@ -241,9 +303,14 @@ enum BodyRead {
 /// On a route with an origin, only a body whose declared length fits the
 /// replay buffer is read, so that it can still be forwarded; longer or
 /// chunked bodies stream to the origin unread and the script gets `nil`.
-async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) -> Result<BodyRead> {
+async fn read_body(
+    session: &mut Session,
+    has_origin: bool,
+    limits: BodyLimits,
+) -> Result<BodyRead> {
+    let mut reservation = BodyReservation::default();
     if session.as_downstream_mut().is_body_empty() {
-        return Ok(BodyRead::Read(Some(Bytes::new())));
+        return Ok(BodyRead::Read(Some(Bytes::new()), reservation));
     }
     let declared = session
         .req_header()
@@ -258,13 +325,18 @@ async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) ->
                 session.as_downstream_mut().enable_retry_buffering();
                 length
             }
-            _ => return Ok(BodyRead::Read(None)),
+            _ => return Ok(BodyRead::Read(None, reservation)),
         }
     } else {
-        max_bytes
+        limits.per_request
     };
     if declared.is_some_and(|length| length > limit) {
         return Ok(BodyRead::TooLarge(limit));
+    }
+    if let Some(length) = declared {
+        if !reservation.grow(length, limits.all_requests) {
+            return Ok(BodyRead::Busy);
+        }
     }
     // A client that asked to wait for 100 Continue (curl does for bodies
     // over 1 MiB) would otherwise wait its own timeout before sending.
@@ -280,7 +352,7 @@ async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) ->
             .await?;
     }
 
-    let mut body = BytesMut::new();
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     // A body that cannot be read (an invalid chunk, a closed connection) is
     // the client's fault, so mark the error as downstream: 400, not 500.
     while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
@@ -290,9 +362,14 @@ async fn read_body(session: &mut Session, has_origin: bool, max_bytes: usize) ->
         if body.len() + chunk.len() > limit {
             return Ok(BodyRead::TooLarge(limit));
         }
+        // A chunked body reserves as it arrives.
+        let unreserved = (body.len() + chunk.len()).saturating_sub(reservation.bytes);
+        if unreserved > 0 && !reservation.grow(unreserved, limits.all_requests) {
+            return Ok(BodyRead::Busy);
+        }
         body.extend_from_slice(&chunk);
     }
-    Ok(BodyRead::Read(Some(body.freeze())))
+    Ok(BodyRead::Read(Some(body.freeze()), reservation))
 }
 
 fn client_ip(session: &Session) -> String {
