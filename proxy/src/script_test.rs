@@ -291,6 +291,7 @@ async fn load_script(
         kv_store: store,
         kv_namespaces: namespaces,
         kv_max_operations: crate::config::LimitsSection::default().max_kv_operations,
+        kv_max_write_bytes: crate::config::LimitsSection::default().max_kv_write_bytes,
         env: Arc::new(env),
         fetcher,
     };

@@ -118,6 +118,10 @@ impl Snapshot {
                             .limits
                             .max_kv_operations
                             .unwrap_or(defaults.max_kv_operations),
+                        kv_max_write_bytes: section
+                            .limits
+                            .max_kv_write_bytes
+                            .unwrap_or(defaults.max_kv_write_bytes),
                         env: env.clone(),
                         fetcher: Some(Arc::new(Fetcher::new(
                             &section.name,

@@ -449,6 +449,14 @@ add_event_listener("fetch", function(request)
         for i = 1, 200 do list[i] = big end
         return {body = json.stringify(list)}
     end
+    if request.path == "/escapes" then
+        -- Each control character takes six bytes once escaped.
+        local ok, err = pcall(json.stringify, string.rep("\1", 1024 * 1024))
+        return {body = tostring(ok) .. " " .. tostring(err)}
+    end
+    if request.path == "/parse" then
+        return {body = tostring(#json.parse("[" .. string.rep("0,", 1e6) .. "0]"))}
+    end
     if request.path == "/encode" then
         local ok, err = pcall(hex.encode, string.rep("y", 1536 * 1024))
         return {body = tostring(ok) .. " " .. tostring(err)}
@@ -466,7 +474,7 @@ add_event_listener("fetch", function(request)
 end)
 "#;
     let proxy = Proxy::start(
-        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  memory_bytes: 4194304\nroutes:\n  - name: copies\n    default: true\n    script: copies.lua\n",
+        "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  memory_bytes: 4194304\n  cpu_ms: 5000\nroutes:\n  - name: copies\n    default: true\n    script: copies.lua\n",
         &[("copies.lua", script)],
     )?;
     let http = client();
@@ -487,6 +495,17 @@ end)
         headers.status()
     );
     let line = proxy.wait_log_line(&["response headers exceed 65536 bytes"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    let escapes = http.get(proxy.url("/escapes")).send()?.text()?;
+    assert!(
+        escapes.starts_with("false ")
+            && escapes.contains("json.stringify: the result would exceed 4194304 bytes"),
+        "{escapes}"
+    );
+    // A million parsed values do not fit in 4 MiB of Lua heap.
+    let parsed = http.get(proxy.url("/parse")).send()?;
+    assert_eq!(parsed.status(), 503);
+    let line = proxy.wait_log_line(&["script stopped by a limit", "memory"]);
     assert!(line.is_some(), "{}", proxy.log());
     // Three MiB of hex do not fit next to the strings already built, so
     // they are never built.
@@ -595,6 +614,36 @@ end)
             "{body}"
         );
         assert!(body.contains("limits.max_kv_operations"), "{body}");
+    }
+    Ok(())
+}
+
+#[test]
+fn key_value_writes_are_capped_in_bytes_per_request() -> TestResult {
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: writer\n    \
+                  default: true\n    script: writer.lua\n    kv: [flood]\n    limits:\n      \
+                  max_kv_write_bytes: 2000\n";
+    // Each put is a two-byte key and a 600-byte value.
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local flood = kv.namespace("flood")
+    local written, message = 0, ""
+    for i = 1, 5 do
+        local ok, err = pcall(function() flood:put("k" .. i, string.rep("v", 600)) end)
+        if ok then written += 1 else message = tostring(err) end
+    end
+    return {body = written .. " " .. message}
+end)
+"#;
+    let proxy = Proxy::start(config, &[("writer.lua", script)])?;
+    for _ in 0..2 {
+        let body = client().get(proxy.url("/")).send()?.text()?;
+        assert!(body.starts_with("3 "), "{body}");
+        assert!(
+            body.contains("this call already wrote 1806 bytes, and 602 more"),
+            "{body}"
+        );
+        assert!(body.contains("limits.max_kv_write_bytes of 2000"), "{body}");
     }
     Ok(())
 }

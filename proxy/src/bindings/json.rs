@@ -9,7 +9,10 @@
 use std::ffi::c_void;
 use std::fmt::Write as _;
 
+use std::cell::RefCell;
+
 use mlua::{Error, LightUserData, Lua, Result, Table, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Registry key of the metatable that marks a table as a JSON array.
 const ARRAY_METATABLE: &str = "actias.json.array";
@@ -65,27 +68,29 @@ pub fn encode(lua: &Lua, value: &Value) -> Result<String> {
     Ok(encoder.out)
 }
 
-/// Decodes JSON text into a Lua value, as `json.parse` does.
+/// Decodes JSON text into a Lua value, as `json.parse` does. Values are
+/// built in the Lua heap as the parser reads them, so the VM's memory and
+/// CPU limits apply while it runs.
 pub fn decode(lua: &Lua, text: &[u8]) -> Result<Value> {
-    // The parse tree is built outside the Lua heap at several times the
-    // size of the text, so the text may use an eighth of the VM's memory.
-    let max_text = max_output(lua) / 8;
-    if text.len() > max_text {
-        return Err(Error::runtime(format!(
-            "json.parse: the text is {} bytes; at most {max_text} bytes (an eighth of the \
-             script's memory limit) can be parsed",
-            text.len()
-        )));
-    }
-    let parsed: serde_json::Value = serde_json::from_slice(text)
-        .map_err(|e| Error::runtime(format!("json.parse: invalid JSON: {e}")))?;
     let array_metatable: Table = lua.named_registry_value(ARRAY_METATABLE)?;
-    to_lua(
+    let builder = Builder {
         lua,
-        &parsed,
-        &array_metatable,
-        &mut super::CpuCheck::new(lua),
-    )
+        array_metatable: &array_metatable,
+        cpu: RefCell::new(super::CpuCheck::new(lua)),
+        stopped: RefCell::new(None),
+    };
+    let mut parser = serde_json::Deserializer::from_slice(text);
+    let parsed = BuildValue(&builder)
+        .deserialize(&mut parser)
+        .and_then(|value| parser.end().map(|()| value));
+    match parsed {
+        Ok(value) => Ok(value),
+        // A Lua error (a limit, memory) stopped the parser; raise it as is.
+        Err(_) if builder.stopped.borrow().is_some() => {
+            Err(builder.stopped.take().expect("checked above"))
+        }
+        Err(e) => Err(Error::runtime(format!("json.parse: invalid JSON: {e}"))),
+    }
 }
 
 struct Encoder {
@@ -147,28 +152,48 @@ impl Encoder {
                 "json.stringify: a string is not valid UTF-8; encode binary data with base64 first",
             )
         })?;
-        if self.out.len() + text.len() > self.max_bytes {
+        self.fits(text.len() + 2)?;
+        self.out.reserve(text.len() + 2);
+        self.out.push('"');
+        // Escaped characters are ASCII, so runs between them end on
+        // character boundaries.
+        let mut run_start = 0;
+        for (index, byte) in text.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.out.push_str(&text[run_start..index]);
+            run_start = index + 1;
+            if escape.is_empty() {
+                let _ = write!(self.out, "\\u{byte:04x}");
+            } else {
+                self.out.push_str(escape);
+            }
+            // An escape is up to six bytes, so the output can outgrow the
+            // length checked above.
+            self.cpu.step()?;
+            self.fits(0)?;
+        }
+        self.out.push_str(&text[run_start..]);
+        self.out.push('"');
+        Ok(())
+    }
+
+    /// Raises an error when `more` bytes would take the output past the
+    /// script's memory limit.
+    fn fits(&self, more: usize) -> Result<()> {
+        if self.out.len() + more > self.max_bytes {
             return Err(Error::runtime(format!(
                 "json.stringify: the result would exceed {} bytes, the script's memory limit",
                 self.max_bytes
             )));
         }
-        self.out.reserve(text.len() + 2);
-        self.out.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", c as u32);
-                }
-                c => self.out.push(c),
-            }
-        }
-        self.out.push('"');
         Ok(())
     }
 
@@ -296,35 +321,96 @@ fn max_output(lua: &Lua) -> usize {
         .map_or(64 * 1024 * 1024, |limit| limit.0)
 }
 
-fn to_lua(
-    lua: &Lua,
-    value: &serde_json::Value,
-    array_metatable: &Table,
-    cpu: &mut super::CpuCheck,
-) -> Result<Value> {
-    cpu.step()?;
-    Ok(match value {
-        serde_json::Value::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) if i.unsigned_abs() < (1 << 53) => Value::Number(i as f64),
-            _ => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
-        serde_json::Value::Array(items) => {
-            let table = lua.create_table_with_capacity(items.len(), 0)?;
-            for (index, item) in items.iter().enumerate() {
-                table.raw_set(index + 1, to_lua(lua, item, array_metatable, cpu)?)?;
-            }
-            table.set_metatable(Some(array_metatable.clone()))?;
-            Value::Table(table)
+/// State shared by the values of one `json.parse` call.
+struct Builder<'a> {
+    lua: &'a Lua,
+    array_metatable: &'a Table,
+    cpu: RefCell<super::CpuCheck>,
+    /// The Lua error that stopped the parse, which serde can only carry as
+    /// text.
+    stopped: RefCell<Option<Error>>,
+}
+
+impl Builder<'_> {
+    /// Converts a Lua result for the parser, keeping the Lua error aside.
+    fn lua<T, E: serde::de::Error>(&self, result: Result<T>) -> std::result::Result<T, E> {
+        result.map_err(|error| {
+            let message = error.to_string();
+            *self.stopped.borrow_mut() = Some(error);
+            E::custom(message)
+        })
+    }
+
+    fn step<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+        let checked = self.cpu.borrow_mut().step();
+        self.lua(checked)
+    }
+}
+
+/// Builds one JSON value as a Lua value.
+struct BuildValue<'b, 'a>(&'b Builder<'a>);
+
+impl<'de> DeserializeSeed<'de> for BuildValue<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> std::result::Result<Value, D::Error> {
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BuildValue<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Value, E> {
+        Ok(Value::LightUserData(LightUserData(std::ptr::null_mut())))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Boolean(b))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(i as f64))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(u as f64))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(f))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Value, E> {
+        let string = self.0.lua.create_string(text);
+        self.0.lua(string).map(Value::String)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> std::result::Result<Value, A::Error> {
+        let builder = self.0;
+        let table = builder.lua(builder.lua.create_table())?;
+        let mut index = 0;
+        while let Some(item) = items.next_element_seed(BuildValue(builder))? {
+            builder.step()?;
+            index += 1;
+            builder.lua(table.raw_set(index, item))?;
         }
-        serde_json::Value::Object(fields) => {
-            let table = lua.create_table_with_capacity(0, fields.len())?;
-            for (key, item) in fields {
-                table.raw_set(key.as_str(), to_lua(lua, item, array_metatable, cpu)?)?;
-            }
-            Value::Table(table)
+        builder.lua(table.set_metatable(Some(builder.array_metatable.clone())))?;
+        Ok(Value::Table(table))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> std::result::Result<Value, A::Error> {
+        let builder = self.0;
+        let table = builder.lua(builder.lua.create_table())?;
+        while let Some(key) = fields.next_key_seed(BuildValue(builder))? {
+            let value = fields.next_value_seed(BuildValue(builder))?;
+            builder.step()?;
+            builder.lua(table.raw_set(key, value))?;
         }
-    })
+        Ok(Value::Table(table))
+    }
 }

@@ -25,13 +25,16 @@ pub struct KvAccess {
     pub namespaces: Vec<String>,
     /// Most operations one handler call may make.
     pub max_operations: u32,
+    /// Most bytes of keys, values and metadata one handler call may write.
+    pub max_write_bytes: usize,
 }
 
-/// Key-value operations made so far in one handler call, stored as app
-/// data and reset by the runtime before each call.
+/// Key-value operations made and bytes written so far in one handler
+/// call, stored as app data and reset by the runtime before each call.
 #[derive(Default)]
 pub struct KvCall {
     pub used: u32,
+    pub written: usize,
 }
 
 /// Counts one operation against the route's `max_kv_operations`.
@@ -50,6 +53,27 @@ fn charge(lua: &Lua, operation: &str) -> Result<()> {
         )));
     }
     call.used += 1;
+    Ok(())
+}
+
+/// Counts `bytes` written by a put against the route's
+/// `max_kv_write_bytes`.
+fn charge_write(lua: &Lua, bytes: usize) -> Result<()> {
+    let max = lua
+        .app_data_ref::<KvAccess>()
+        .map_or(usize::MAX, |access| access.max_write_bytes);
+    let Some(mut call) = lua.app_data_mut::<KvCall>() else {
+        return Ok(());
+    };
+    let total = call.written.saturating_add(bytes);
+    if total > max {
+        return Err(Error::runtime(format!(
+            "kv put: this call already wrote {} bytes, and {bytes} more would pass the route's \
+             limits.max_kv_write_bytes of {max}; write less per request or raise the limit",
+            call.written
+        )));
+    }
+    call.written = total;
     Ok(())
 }
 
@@ -217,6 +241,9 @@ impl UserData for Namespace {
                 let value = Bytes::copy_from_slice(&value.as_bytes());
                 let entry = put_entry(&lua, value, options)?;
                 kv::check_entry(&entry).map_err(|e| lua_error("put", e))?;
+                let size =
+                    key.len() + entry.value.len() + entry.metadata.as_ref().map_or(0, String::len);
+                charge_write(&lua, size)?;
                 this.store
                     .put(&this.name, &key, entry)
                     .await

@@ -231,6 +231,9 @@ pub struct LimitsSection {
     pub memory_bytes: usize,
     /// Key-value operations that one request or scheduled run may make.
     pub max_kv_operations: u32,
+    /// Bytes of keys, values and metadata that one request or scheduled
+    /// run may write to the key-value store.
+    pub max_kv_write_bytes: usize,
     /// Largest request body, in bytes, read into memory for a script.
     pub max_request_body_bytes: usize,
     /// Maximum request target (path and query) length, in bytes. A longer one gets 414.
@@ -260,6 +263,7 @@ impl Default for LimitsSection {
             cpu_ms: 50,
             memory_bytes: 64 * 1024 * 1024,
             max_kv_operations: 1000,
+            max_kv_write_bytes: 32 * 1024 * 1024,
             max_request_body_bytes: 10 * 1024 * 1024,
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 32 * 1024,
@@ -279,6 +283,7 @@ pub struct RouteLimitsSection {
     pub cpu_ms: Option<u64>,
     pub memory_bytes: Option<usize>,
     pub max_kv_operations: Option<u32>,
+    pub max_kv_write_bytes: Option<usize>,
     pub max_request_body_bytes: Option<usize>,
 }
 

@@ -239,6 +239,7 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             limits.max_kv_operations as usize,
             "1000",
         ),
+        ("max_kv_write_bytes", limits.max_kv_write_bytes, "33554432"),
         (
             "max_request_body_bytes",
             limits.max_request_body_bytes,
@@ -533,6 +534,12 @@ fn check_route(
         problem(
             format!("{key}.limits.max_kv_operations"),
             "max_kv_operations must be at least 1".into(),
+        );
+    }
+    if limits.max_kv_write_bytes == Some(0) {
+        problem(
+            format!("{key}.limits.max_kv_write_bytes"),
+            "max_kv_write_bytes must be at least 1".into(),
         );
     }
     if limits.max_request_body_bytes == Some(0) {

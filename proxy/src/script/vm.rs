@@ -81,6 +81,8 @@ pub struct VmSettings {
     pub kv_namespaces: Vec<String>,
     /// Most key-value operations one handler call may make.
     pub kv_max_operations: u32,
+    /// Most key-value bytes one handler call may write.
+    pub kv_max_write_bytes: usize,
     /// Variables and secrets the route declared.
     pub env: Arc<bindings::RouteEnv>,
     /// The route's fetch settings; `None` where subrequests are not available.
@@ -126,6 +128,7 @@ impl Vm {
             route: settings.route.clone(),
             namespaces: settings.kv_namespaces.clone(),
             max_operations: settings.kv_max_operations,
+            max_write_bytes: settings.kv_max_write_bytes,
         });
         lua.set_app_data(bindings::KvCall::default());
         lua.set_app_data((*settings.env).clone());
