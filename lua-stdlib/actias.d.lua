@@ -384,8 +384,9 @@ function time.parse_rfc3339(text) end
 
 ---Parses an HTTP date, such as `"Fri, 04 Dec 2026 18:30:00 GMT"`, into
 ---milliseconds since the Unix epoch. Other RFC 2822 dates, such as ones
----with a `+0200` offset, are accepted too. The obsolete RFC 850 and
----asctime forms, and any other text, raise an error.
+---with a `+0200` offset, and the obsolete RFC 850 and asctime forms are
+---accepted too. Other text, and a time before 1970 or after 9999, raise an
+---error.
 ---@param text string
 ---@return integer
 function time.parse_http_date(text) end

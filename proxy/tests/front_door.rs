@@ -72,6 +72,8 @@ fn smuggling_requests_get_400_and_close() -> TestResult {
         ("two hosts", "GET / HTTP/1.1\r\nHost: {host}\r\nHost: other.test\r\n\r\n"),
         ("host with a path", "GET / HTTP/1.1\r\nHost: {host}/x?\r\n\r\n"),
         ("host with userinfo", "GET / HTTP/1.1\r\nHost: u@{host}\r\n\r\n"),
+        ("host with a port past 65535", "GET / HTTP/1.1\r\nHost: {host}:99999\r\n\r\n"),
+        ("asterisk target", "GET * HTTP/1.1\r\nHost: {host}\r\n\r\n"),
     ];
     for host in ["lua.test", "plain.test"] {
         for (name, request) in cases {

@@ -141,6 +141,9 @@ fn ambiguous_encoded_slash_gets_400() -> TestResult {
         "/users/x%2F..%2Fme",
         "/files/..%2f..%2Fsecret",
         "/files/x%5C..%5C..%5Csecret",
+        "/files/..;/users/me",
+        "/files/%2e%2e;x=1/users/me",
+        "/files/..%252Fusers/me",
     ] {
         let response = get(&proxy, "paths.test", target)?;
         assert_eq!(response.status, 400, "{target}: {}", response.body_text());

@@ -1,7 +1,7 @@
 //! `time`: the wall clock in milliseconds since the Unix epoch, and its
 //! RFC 3339 and HTTP date forms.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use mlua::{Error, Lua, Result, Table, Value};
 
 use super::args;
@@ -47,14 +47,14 @@ pub fn create(lua: &Lua) -> Result<Table> {
         lua.create_function(|_, text: Value| {
             let text = args::string("time.parse_http_date", 1, text)?;
             let text = text.to_string_lossy();
-            let time = DateTime::parse_from_rfc2822(&text).map_err(|e| {
+            let ms = parse_http_date(&text).map_err(|e| {
                 Error::runtime(format!(
                     "time.parse_http_date: `{}` is not an HTTP date ({e}); pass a date \
                      such as \"Fri, 04 Dec 2026 18:30:00 GMT\"",
                     shown(&text)
                 ))
             })?;
-            in_range("time.parse_http_date", &text, time.timestamp_millis())
+            in_range("time.parse_http_date", &text, ms)
         })?,
     )?;
     table.set_readonly(true);
@@ -64,6 +64,23 @@ pub fn create(lua: &Lua) -> Result<Table> {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Parses the preferred HTTP date form and the two obsolete ones that
+/// RFC 9110 (section 5.6.7) asks recipients to accept: RFC 850
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
+/// (`Sun Nov  6 08:49:37 1994`). Returns milliseconds since the epoch.
+fn parse_http_date(text: &str) -> std::result::Result<i64, chrono::ParseError> {
+    let preferred = match DateTime::parse_from_rfc2822(text) {
+        Ok(time) => return Ok(time.timestamp_millis()),
+        Err(e) => e,
+    };
+    for format in ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
+        if let Ok(time) = NaiveDateTime::parse_from_str(text.trim(), format) {
+            return Ok(time.and_utc().timestamp_millis());
+        }
+    }
+    Err(preferred)
 }
 
 /// Returns `ms` when the other time functions take it, so that a parsed
@@ -97,4 +114,28 @@ fn datetime(function: &str, ms: Value) -> Result<DateTime<Utc>> {
             "{function}: {ms} is outside the supported range; pass milliseconds from 0 to {MAX_MS}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_in_all_three_forms() {
+        let expected = 784_111_777_000;
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").ok(),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT").ok(),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994").ok(),
+            Some(expected)
+        );
+        assert!(parse_http_date("Sun Nov  6 08:49:37").is_err());
+        assert!(parse_http_date("2015-10-21").is_err());
+    }
 }

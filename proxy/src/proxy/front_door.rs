@@ -39,7 +39,7 @@ pub fn check(
     let target = raw
         .as_ref()
         .and_then(|head| head.split(|&b| b == b' ').nth(1).map(<[u8]>::to_vec));
-    if target.is_some_and(|target| !target.starts_with(b"/") && target != b"*") {
+    if target.is_some_and(|target| !target.starts_with(b"/")) {
         return Some(Rejection {
             status: 400,
             message: "400 Bad Request: the request target must be a path starting with `/`, \
@@ -166,11 +166,24 @@ fn is_valid_host(value: &[u8]) -> bool {
             None => (value, &[][..]),
         },
     };
-    let name_ok = name
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    // Labels are not empty and do not start with `-`; one trailing dot
+    // (a fully qualified name) is allowed.
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let name_ok = name.is_empty()
+        || name.split(|&b| b == b'.').all(|label| {
+            !label.is_empty()
+                && label[0] != b'-'
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
     let port_ok = match port.strip_prefix(b":") {
-        Some(digits) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(digits) => {
+            digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits)
+                    .ok()
+                    .is_some_and(|text| text.is_empty() || text.parse::<u16>().is_ok())
+        }
         None => port.is_empty(),
     };
     name_ok && port_ok
@@ -210,6 +223,11 @@ mod tests {
             "a.test:80:80",
             "a.test:http",
             "a.test:123456",
+            "a.test:99999",
+            "-a.test",
+            "a..test",
+            ".a.test",
+            "a.test..",
             "[::1",
             "[]",
             "[::1]x",

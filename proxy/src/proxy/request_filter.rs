@@ -67,15 +67,17 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     let host_header = host_header.to_string();
 
     let lookup = snapshot.router.lookup(&host, &method, &path);
-    if let Some(split) = NormalizedPath::parse_with_encoded_slashes(request.uri.path()) {
-        // An origin that decodes `%2F` to `/` serves the other reading of
-        // this path. Refuse when that reading belongs to another route, or
-        // climbs out of its directory to a path that no route may take.
-        let other = snapshot.router.lookup(&host, &method, &split).route();
-        if other != lookup.route() && (other.is_some() || split.restructured) {
-            tracing::debug!(request_id = %ctx.request_id, %host, "encoded slash changes the route");
-            let message = "400 Bad Request: read with its encoded slashes (%2F, %5C) \
-                           decoded, this path would take another route";
+    if let Some(lenient) = NormalizedPath::parse_as_lenient_origin(request.uri.path()) {
+        // An origin that decodes `%2F` to `/` or drops `;` parameters
+        // serves another reading of this path. Refuse when that reading
+        // belongs to another route, or climbs out of its directory to a
+        // path that no route may take.
+        let other = snapshot.router.lookup(&host, &method, &lenient).route();
+        if other != lookup.route() && (other.is_some() || lenient.restructured) {
+            tracing::debug!(request_id = %ctx.request_id, %host, "lenient path reading changes the route");
+            let message = "400 Bad Request: read as some origins read it, with encoded slashes \
+                           (%2F, %5C) as slashes and `;` parameters removed, this path would \
+                           take another route";
             session.set_keepalive(None);
             respond::error(session, 400, message, &ctx.request_id, &[]).await?;
             return Ok(true);

@@ -55,16 +55,33 @@ impl NormalizedPath {
         }
     }
 
-    /// Normalises the path as an origin would that takes `%2F`, `%5C` and
-    /// `\\` for slashes. Returns `None` when the path has none of them, so
-    /// both readings are the same.
-    pub fn parse_with_encoded_slashes(raw: &str) -> Option<Self> {
+    /// Normalises the path as a lenient origin could read it: `%25`
+    /// decoded twice, `%2F`, `%5C` and `\\` taken for slashes, and `;`
+    /// parameters removed from each segment (`..;/` is `../` to Tomcat).
+    /// Returns `None` when the path has none of these, so both readings
+    /// are the same.
+    pub fn parse_as_lenient_origin(raw: &str) -> Option<Self> {
         let lower = raw.to_ascii_lowercase();
-        if !(lower.contains("%2f") || lower.contains("%5c") || raw.contains('\\')) {
+        let lenient = ["%25", "%2f", "%5c", "\\", ";", "%3b"]
+            .iter()
+            .any(|marker| lower.contains(marker));
+        if !lenient {
             return None;
         }
-        let split = replace_ignoring_case(raw, &["%2f", "%5c", "\\"], "/");
-        Some(Self::parse(&split))
+        let once = replace_ignoring_case(raw, &["%25"], "%");
+        let split = replace_ignoring_case(&once, &["%2f", "%5c", "\\"], "/");
+        let without_parameters: Vec<&str> = split
+            .split('/')
+            .map(|segment| segment.split([';']).next().unwrap_or(""))
+            .map(|segment| {
+                let lower = segment.to_ascii_lowercase();
+                match lower.find("%3b") {
+                    Some(at) => &segment[..at],
+                    None => segment,
+                }
+            })
+            .collect();
+        Some(Self::parse(&without_parameters.join("/")))
     }
 
     /// Returns the path as one string. Characters that would change how
@@ -254,16 +271,23 @@ mod tests {
     }
 
     #[test]
-    fn encoded_slashes_split_when_asked() {
-        let split = |raw: &str| NormalizedPath::parse_with_encoded_slashes(raw);
-        assert_eq!(split("/admin/x"), None);
-        assert_eq!(split("/admin%2fx").unwrap().to_path_string(), "/admin/x");
+    fn lenient_reading_splits_and_drops_parameters() {
+        let lenient = |raw: &str| {
+            NormalizedPath::parse_as_lenient_origin(raw).map(|path| path.to_path_string())
+        };
+        assert_eq!(lenient("/admin/x"), None);
+        assert_eq!(lenient("/admin%2fx").as_deref(), Some("/admin/x"));
+        assert_eq!(lenient("/public/..%2Fadmin/x").as_deref(), Some("/admin/x"));
+        assert_eq!(lenient("/a%5Cb\\c").as_deref(), Some("/a/b/c"));
+        assert_eq!(lenient("/caf%C3%A9%2F").as_deref(), Some("/café/"));
+        assert_eq!(lenient("/public/..;/admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient("/public/..;x=1/admin").as_deref(), Some("/admin"));
         assert_eq!(
-            split("/public/..%2Fadmin/x").unwrap().to_path_string(),
-            "/admin/x"
+            lenient("/public/%2e%2e%3b/admin").as_deref(),
+            Some("/admin")
         );
-        assert_eq!(split("/a%5Cb\\c").unwrap().to_path_string(), "/a/b/c");
-        assert_eq!(split("/caf%C3%A9%2F").unwrap().to_path_string(), "/café/");
+        assert_eq!(lenient("/public/..%252Fadmin").as_deref(), Some("/admin"));
+        assert_eq!(lenient("/users/a;b").as_deref(), Some("/users/a"));
         assert_eq!(path("/admin%2Fx").to_path_string(), "/admin%2Fx");
     }
 
