@@ -26,7 +26,7 @@ pub use log::{CurrentRequest, MemoryLimit, ScriptIdentity, MAX_LINES_PER_CALL};
 pub use modules::MODULES;
 pub use time::now_ms;
 
-use mlua::{Error, Function, Lua, Result, Value};
+use mlua::{Error, Function, Lua, Result, Table, Value};
 
 /// Registry key of the function registered for the `fetch` event.
 pub const FETCH_LISTENER: &str = "actias.listener.fetch";
@@ -129,6 +129,7 @@ pub fn install(lua: &Lua) -> Result<()> {
     globals.raw_set("env", env::create(lua)?)?;
     fetch::install(lua, &globals)?;
     search::install(lua)?;
+    install_interruptible_sort(lua)?;
     globals.raw_set("print", log::create_print(lua)?)?;
     globals.raw_set(
         "add_event_listener",
@@ -138,6 +139,26 @@ pub fn install(lua: &Lua) -> Result<()> {
     // only the modules shipped in the binary.
     globals.raw_set("require", lua.create_function(modules::require)?)?;
     Ok(())
+}
+
+/// Replaces `table.sort` with one that always passes a Lua comparator.
+/// Luau's default comparison runs in C without an interrupt check, so
+/// sorting a table of millions of values could run far past `cpu_ms`; a
+/// comparator written in Lua reaches the interrupt on every return.
+fn install_interruptible_sort(lua: &Lua) -> Result<()> {
+    let table: Table = lua.globals().raw_get("table")?;
+    let native: Function = table.raw_get("sort")?;
+    let wrapper: Function = lua
+        .load(
+            "local sort = ...\n\
+             local function less(a, b) return a < b end\n\
+             return function(list, compare)\n\
+                 return sort(list, if compare == nil then less else compare)\n\
+             end\n",
+        )
+        .set_name("=table.sort")
+        .call(native)?;
+    table.raw_set("sort", wrapper)
 }
 
 /// `add_event_listener(event, handler)`: registers the handler of an event.

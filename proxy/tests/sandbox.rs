@@ -718,3 +718,26 @@ end)
     assert_eq!(get(&proxy, "healthy.test")?, (200, "OK".to_string()));
     Ok(())
 }
+
+#[test]
+fn table_sort_keeps_its_behaviour() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local numbers = {5, 3, 9, 1}
+    table.sort(numbers)
+    local words = {"b", "c", "a"}
+    table.sort(words, function(a, b) return a > b end)
+    local ok, err = pcall(table.sort, {1, "x", 2})
+    return {body = table.concat(numbers, ",") .. " " .. table.concat(words, ",") .. " "
+        .. tostring(ok) .. " " .. tostring(err)}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: s\n    default: true\n    script: s.lua\n",
+        &[("s.lua", script)],
+    )?;
+    let body = client().get(proxy.url("/")).send()?.text()?;
+    assert!(body.starts_with("1,3,5,9 c,b,a false "), "{body}");
+    assert!(body.contains("attempt to compare"), "{body}");
+    Ok(())
+}
