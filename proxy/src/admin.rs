@@ -226,13 +226,17 @@ impl ServeHttp for AdminApp {
         let host_allowed = self.host_allowed(host);
         let (status, content_type, body) = match path.as_str() {
             _ if !host_allowed => {
-                tracing::warn!(host = ?host, path = %path, "rejected an admin request for an unknown host");
+                let host = crate::logging::one_line(host.unwrap_or_default());
+                tracing::warn!(%host, path = %path, "rejected an admin request for an unknown host");
                 (
                     StatusCode::MISDIRECTED_REQUEST,
                     "text/plain",
-                    b"the admin listener answers only requests for an IP address, localhost \
-                      or a name listed in admin.hosts\n"
-                        .to_vec(),
+                    format!(
+                        "the Host `{host}` is not an IP address, localhost or a name listed in \
+                         admin.hosts; add it to admin.hosts to reach the admin listener by \
+                         that name\n"
+                    )
+                    .into_bytes(),
                 )
             }
             // A route allowed to fetch private addresses could otherwise

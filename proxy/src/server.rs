@@ -34,6 +34,9 @@ pub enum StartError {
     /// The key-value store cannot be opened.
     #[error("cannot open the key-value store: {0}; check the `kv` section of the config")]
     Kv(KvError),
+    /// The `--seed` file cannot be imported.
+    #[error("cannot seed the key-value store: {0}")]
+    Seed(KvError),
     /// A listener address cannot be bound.
     #[error(
         "cannot listen on {address}: {source}; stop the process that uses it or change `{key}`"
@@ -116,7 +119,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), StartError> {
     if let Some(seed) = &options.seed {
         control
             .block_on(seed_store(kv_store.as_ref(), seed))
-            .map_err(StartError::Kv)?;
+            .map_err(StartError::Seed)?;
     }
 
     let cache = ScriptCache::new(SCRIPT_CACHE_CAPACITY);

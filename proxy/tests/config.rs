@@ -252,6 +252,36 @@ fn check_rejects_body_limits_past_the_process_limit() -> TestResult {
         text.contains("admin.hosts[0]: `a.test:80` is not a host name"),
         "{text}"
     );
+
+    // An inherited limit is reported once, where it is set.
+    let dir = ConfigDir::new(
+        "limits:\n  max_buffered_body_bytes: 1000\nroutes:\n  - name: r\n    default: true\n    script: ok.lua\n",
+        &[("ok.lua", "add_event_listener(\"fetch\", function() return {} end)")],
+    )?;
+    let text = stderr(&dir.check()?);
+    assert!(
+        text.contains("limits.max_request_body_bytes: max_request_body_bytes is 10485760, more than limits.max_buffered_body_bytes (1000)"),
+        "{text}"
+    );
+    assert!(!text.contains("routes[0]"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn check_names_types_in_plain_words() -> TestResult {
+    let dir = ConfigDir::new(
+        "limits:\n  cpu_ms: fifty\nroutes:\n  - name: r\n    default: true\n    script: ok.lua\n    env:\n      N: 5\n",
+        &[("ok.lua", "add_event_listener(\"fetch\", function() return {} end)")],
+    )?;
+    let text = stderr(&dir.check()?);
+    assert!(
+        text.contains("limits.cpu_ms: invalid type: string \"fifty\", expected a whole number of 0 or more; write the number without quotes or a fraction"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected a string; put the value in quotes"),
+        "{text}"
+    );
     Ok(())
 }
 

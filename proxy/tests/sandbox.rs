@@ -640,10 +640,10 @@ end)
         let body = client().get(proxy.url("/")).send()?.text()?;
         assert!(body.starts_with("3 "), "{body}");
         assert!(
-            body.contains("this call already wrote 1806 bytes, and 602 more"),
+            body.contains("this request (or scheduled run) already wrote 1806 bytes, and 602 more"),
             "{body}"
         );
-        assert!(body.contains("limits.max_kv_write_bytes of 2000"), "{body}");
+        assert!(body.contains("limits.max_kv_write_bytes (2000)"), "{body}");
     }
     Ok(())
 }

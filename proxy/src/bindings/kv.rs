@@ -48,8 +48,9 @@ fn charge(lua: &Lua, operation: &str) -> Result<()> {
     };
     if call.used >= max {
         return Err(Error::runtime(format!(
-            "kv {operation}: this call already made {max} key-value operations, the route's \
-             limits.max_kv_operations; batch the work or raise the limit"
+            "kv {operation}: this request (or scheduled run) already made {max} key-value \
+             operations, the limit set by limits.max_kv_operations; batch the work or raise the \
+             limit"
         )));
     }
     call.used += 1;
@@ -68,8 +69,9 @@ fn charge_write(lua: &Lua, bytes: usize) -> Result<()> {
     let total = call.written.saturating_add(bytes);
     if total > max {
         return Err(Error::runtime(format!(
-            "kv put: this call already wrote {} bytes, and {bytes} more would pass the route's \
-             limits.max_kv_write_bytes of {max}; write less per request or raise the limit",
+            "kv put: this request (or scheduled run) already wrote {} bytes, and {bytes} more \
+             would pass limits.max_kv_write_bytes ({max}); write less per request or raise the \
+             limit",
             call.written
         )));
     }
@@ -80,7 +82,19 @@ fn charge_write(lua: &Lua, bytes: usize) -> Result<()> {
 /// A handle on one namespace.
 struct Namespace {
     name: String,
-    store: Arc<dyn KvStore>,
+    /// `None` in `actias check`, which runs top levels without a store.
+    store: Option<Arc<dyn KvStore>>,
+}
+
+impl Namespace {
+    fn store(&self, operation: &str) -> Result<&Arc<dyn KvStore>> {
+        self.store.as_ref().ok_or_else(|| {
+            Error::runtime(format!(
+                "kv {operation}: the key-value store is not open while `actias check` runs a \
+                 script's top level; make key-value calls inside a handler"
+            ))
+        })
+    }
 }
 
 /// Creates the `kv` table.
@@ -102,14 +116,15 @@ fn open_namespace(lua: &Lua, name: String) -> Result<Namespace> {
         };
         return Err(Error::runtime(format!(
             "kv.namespace: route `{}` does not declare the namespace `{name}` (it declares: \
-             {declared}); add it to the route's `kv` list in the config",
+             {declared}); add it to the route's `kv` list in the config, or under `actias test` \
+             to the `kv` option of test.load",
             access.route
         )));
     }
-    let store = access.store.clone().ok_or_else(|| {
-        Error::runtime("kv.namespace: the key-value store is not open in this process")
-    })?;
-    Ok(Namespace { name, store })
+    Ok(Namespace {
+        name,
+        store: access.store.clone(),
+    })
 }
 
 fn lua_error(operation: &str, error: KvError) -> Error {
@@ -209,7 +224,7 @@ impl UserData for Namespace {
         methods.add_async_method("get", |lua, this, key: LuaString| async move {
             charge(&lua, "get")?;
             let key = key_bytes("get", &key)?;
-            let entry = this.store.get(&this.name, &key).await;
+            let entry = this.store("get")?.get(&this.name, &key).await;
             match entry.map_err(|e| lua_error("get", e))? {
                 Some(entry) => Ok(Value::String(lua.create_string(&entry.value)?)),
                 None => Ok(Value::Nil),
@@ -221,7 +236,7 @@ impl UserData for Namespace {
             |lua, this, key: LuaString| async move {
                 charge(&lua, "get_with_metadata")?;
                 let key = key_bytes("get_with_metadata", &key)?;
-                let entry = this.store.get(&this.name, &key).await;
+                let entry = this.store("get_with_metadata")?.get(&this.name, &key).await;
                 match entry.map_err(|e| lua_error("get_with_metadata", e))? {
                     Some(entry) => Ok((
                         Value::String(lua.create_string(&entry.value)?),
@@ -244,7 +259,7 @@ impl UserData for Namespace {
                 let size =
                     key.len() + entry.value.len() + entry.metadata.as_ref().map_or(0, String::len);
                 charge_write(&lua, size)?;
-                this.store
+                this.store("put")?
                     .put(&this.name, &key, entry)
                     .await
                     .map_err(|e| lua_error("put", e))
@@ -254,7 +269,7 @@ impl UserData for Namespace {
         methods.add_async_method("delete", |lua, this, key: LuaString| async move {
             charge(&lua, "delete")?;
             let key = key_bytes("delete", &key)?;
-            this.store
+            this.store("delete")?
                 .delete(&this.name, &key)
                 .await
                 .map_err(|e| lua_error("delete", e))
@@ -264,7 +279,7 @@ impl UserData for Namespace {
             charge(&lua, "list")?;
             let options = list_options(options)?;
             let page = this
-                .store
+                .store("list")?
                 .list(&this.name, options)
                 .await
                 .map_err(|e| lua_error("list", e))?;

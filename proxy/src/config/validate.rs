@@ -181,8 +181,43 @@ fn from_value<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, Stru
             }
             key.push_str(&inner);
         }
-        error(&key, strip_location(&e.into_inner().to_string()))
+        error(
+            &key,
+            plain_types(&strip_location(&e.into_inner().to_string())),
+        )
     })
+}
+
+/// Replaces Rust type names in a serde message with what to write, and
+/// adds the fix: `expected u64` becomes `expected a whole number of 0 or
+/// more; write it without quotes or a fraction`.
+fn plain_types(message: &str) -> String {
+    for (rust, plain) in [
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+    ] {
+        if let Some(start) = message.find(rust) {
+            let end = start + rust.len();
+            if message[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric())
+            {
+                return format!(
+                    "{}{plain}{}; write the number without quotes or a fraction",
+                    &message[..start],
+                    &message[end..]
+                );
+            }
+        }
+    }
+    if message.starts_with("invalid type") && message.ends_with("expected a string") {
+        return format!("{message}; put the value in quotes");
+    }
+    message.to_string()
 }
 
 fn error(key: &str, message: String) -> StructureError {
@@ -411,6 +446,19 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
         origin_names.insert(name.as_str());
     }
 
+    let buffered = file.limits.max_buffered_body_bytes;
+    if buffered > 0 && file.limits.max_request_body_bytes > buffered {
+        problem(
+            "limits.max_request_body_bytes".into(),
+            format!(
+                "max_request_body_bytes is {}, more than limits.max_buffered_body_bytes ({buffered}), \
+                 so a body of that size could never be read; lower it or raise \
+                 limits.max_buffered_body_bytes",
+                file.limits.max_request_body_bytes
+            ),
+        );
+    }
+
     let mut route_names = HashSet::new();
     let mut default_route: Option<&str> = None;
     for route in &file.routes {
@@ -445,11 +493,12 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
             default_route = Some(&route.name);
         }
         check_route(route, &key, &origin_names, &mut problem);
-        let body_limit = route
-            .limits
-            .max_request_body_bytes
-            .unwrap_or(file.limits.max_request_body_bytes);
-        if body_limit > file.limits.max_buffered_body_bytes {
+        // A route without its own limit inherits the top-level one, which
+        // is checked once below.
+        let body_limit = route.limits.max_request_body_bytes.unwrap_or(0);
+        if body_limit > file.limits.max_buffered_body_bytes
+            && file.limits.max_buffered_body_bytes > 0
+        {
             problem(
                 format!("{key}.limits.max_request_body_bytes"),
                 format!(

@@ -109,7 +109,11 @@ impl EmbeddedStore {
             if tokio::time::Instant::now() >= deadline {
                 return Err(KvError::Timeout {
                     backend: BACKEND,
-                    detail: "another process still holds the key-value file".into(),
+                    detail: format!(
+                        "another process holds the key-value file {} (a running proxy, or the \
+                         old process during an upgrade); `actias kv` needs the proxy stopped",
+                        self.path.display()
+                    ),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

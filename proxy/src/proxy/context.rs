@@ -27,8 +27,9 @@ pub struct RequestContext {
     /// Normalised path to forward in place of the raw one, set when
     /// normalisation removed dot-segments or repeated slashes.
     pub forward_path: Option<String>,
-    /// First line of the script's error, for the access log.
-    pub script_error: Option<String>,
+    /// Why the script failed or the proxy rejected the request, for the
+    /// access log's `error` field.
+    pub logged_error: Option<String>,
     /// Name of the origin this request was sent to.
     pub origin_name: Option<String>,
     /// Address of the origin server chosen for this request.
@@ -48,7 +49,7 @@ impl RequestContext {
             script_ran: false,
             edits: None,
             forward_path: None,
-            script_error: None,
+            logged_error: None,
             origin_name: None,
             origin_address: None,
             origin_started: None,

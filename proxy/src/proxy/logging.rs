@@ -40,7 +40,7 @@ pub fn write(session: &mut Session, error: Option<&Error>, ctx: &mut RequestCont
         script = ctx.script_ran,
         origin = ctx.origin_address.as_deref().unwrap_or("-"),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0,
-        error = %match (&ctx.script_error, error) {
+        error = %match (&ctx.logged_error, error) {
             (Some(script), _) => field(script).into_owned(),
             (None, Some(e)) => field(&e.to_string()).into_owned(),
             (None, None) => String::new(),

@@ -31,6 +31,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
     };
     if let Some(rejection) = front_door::check(session.req_header(), raw_head, &snapshot.limits) {
         tracing::debug!(request_id = %ctx.request_id, status = rejection.status, "request head rejected");
+        ctx.logged_error = Some(rejection.message.to_string());
         session.set_keepalive(None);
         respond::error(
             session,
@@ -78,6 +79,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
             let message = "400 Bad Request: read as some origins read it, with encoded slashes \
                            (%2F, %5C) as slashes and `;` parameters removed, this path would \
                            take another route";
+            ctx.logged_error = Some(message.to_string());
             session.set_keepalive(None);
             respond::error(session, 400, message, &ctx.request_id, &[]).await?;
             return Ok(true);
@@ -136,6 +138,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
             );
             let message = "503 Service Unavailable: request bodies in memory have reached \
                            limits.max_buffered_body_bytes; retry shortly";
+            ctx.logged_error = Some(message.to_string());
             let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             session.set_keepalive(None);
             respond::error(session, 503, message, &ctx.request_id, &[retry]).await?;
@@ -146,6 +149,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                 "413 Content Too Large: the request body exceeds {limit} bytes \
                  (limits.max_request_body_bytes)"
             );
+            ctx.logged_error = Some(message.clone());
             respond::error(session, 413, &message, &ctx.request_id, &[]).await?;
             session.set_keepalive(None);
             return Ok(true);
@@ -207,7 +211,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
         Err(error) => {
             let text = error.to_string();
             let first = text.lines().next().unwrap_or_default();
-            ctx.script_error = Some(crate::logging::one_line(first));
+            ctx.logged_error = Some(crate::logging::one_line(first));
             let (status, message) = match &error {
                 ScriptError::Limit { message, detail } => {
                     tracing::warn!(

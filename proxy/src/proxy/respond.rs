@@ -15,6 +15,10 @@ pub async fn send(
     body: Bytes,
 ) -> Result<()> {
     let mut response = ResponseHeader::build(status, Some(headers.len() + 1))?;
+    if status == 413 {
+        // The name since RFC 9110; the http crate still has the old one.
+        response.set_reason_phrase(Some("Content Too Large"))?;
+    }
     for (name, value) in headers {
         if name == CONTENT_LENGTH
             || name == TRANSFER_ENCODING

@@ -50,7 +50,11 @@ pub async fn fail(session: &mut Session, error: &Error, ctx: &mut RequestContext
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                     (0, "")
                 }
-                _ => (400, "400 Bad Request"),
+                _ => (
+                    400,
+                    "400 Bad Request: the request body could not be read; it has an invalid \
+                     chunk or ended before its length",
+                ),
             },
             ErrorSource::Internal | ErrorSource::Unset => (500, "500 Internal Server Error"),
         },
