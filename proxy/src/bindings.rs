@@ -4,7 +4,7 @@
 //! nothing of Pingora, of routing or of a particular storage backend. The runtime in `script` installs them before the VM is
 //! sandboxed, so that scripts see them as read-only globals.
 
-mod args;
+pub(crate) mod args;
 mod crypto;
 mod encoding;
 mod env;
@@ -166,7 +166,7 @@ fn add_event_listener(lua: &Lua, (event, handler): (String, Value)) -> Result<()
     let Value::Function(handler) = handler else {
         return Err(Error::runtime(format!(
             "add_event_listener: the handler for `{event}` must be a function, not a {}",
-            handler.type_name()
+            crate::bindings::args::type_name(&handler)
         )));
     };
     let key = match event.as_str() {

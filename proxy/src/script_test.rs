@@ -230,7 +230,7 @@ async fn load_script(
             return Err(mlua::Error::runtime(format!(
                 "test.load: the fetch option must be a function that takes a request table and \
                  returns a response table, not a {}",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     };
@@ -356,7 +356,7 @@ fn describe(value: &Value) -> String {
         Value::Integer(n) => n.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Boolean(b) => b.to_string(),
-        other => format!("a {}", other.type_name()),
+        other => format!("a {}", crate::bindings::args::type_name(other)),
     }
 }
 

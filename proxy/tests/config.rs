@@ -285,6 +285,28 @@ fn check_names_types_in_plain_words() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn check_tells_a_port_out_of_range_from_a_bad_address() -> TestResult {
+    let dir = ConfigDir::new(
+        "listeners:\n  - address: 127.0.0.1:99999\n  - address: localhost:80\nadmin:\n  address: \"[::1]:70000\"\n",
+        &[],
+    )?;
+    let text = stderr(&dir.check()?);
+    assert!(
+        text.contains("listeners[0].address: port 99999 in `127.0.0.1:99999` is out of range; use a port from 1 to 65535"),
+        "{text}"
+    );
+    assert!(
+        text.contains("listeners[1].address: `localhost:80` is not an IP address and port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("admin.address: port 70000 in `[::1]:70000` is out of range"),
+        "{text}"
+    );
+    Ok(())
+}
+
 /// The compose and Kubernetes configs carry copies of shipped scripts,
 /// because kustomize reads files only under its own directory. The copies
 /// must not drift from `conf/scripts`.

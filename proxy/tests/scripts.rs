@@ -145,6 +145,9 @@ add_event_listener("fetch", function(request)
     if request.path == "/status" then return {status = 99} end
     if request.path == "/header" then return {headers = {["X-Bad"] = "a\nb"}} end
     if request.path == "/body" then return {body = {}} end
+    if request.path == "/name" then return {headers = {["X Bad"] = "v"}} end
+    if request.path == "/key" then return {headers = {[1] = "v"}} end
+    if request.path == "/integer" then return 7 end
     return {}
 end)
 "#;
@@ -154,6 +157,15 @@ end)
         ("/status", "response status 99 is invalid"),
         ("/header", "response header `X-Bad` has an invalid value"),
         ("/body", "response body must be a string"),
+        (
+            "/name",
+            "response header name `X Bad` is invalid; use letters, digits",
+        ),
+        (
+            "/key",
+            "response header names must be strings, not a number",
+        ),
+        ("/integer", "the fetch handler returned a number;"),
     ] {
         let response = client().get(proxy.url(path)).send()?;
         assert_eq!(response.status(), 500, "{path}");

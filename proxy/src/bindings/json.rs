@@ -120,7 +120,7 @@ impl Encoder {
             other => {
                 return Err(Error::runtime(format!(
                     "json.stringify: cannot encode a value of type {}",
-                    other.type_name()
+                    crate::bindings::args::type_name(other)
                 )))
             }
         }
@@ -287,7 +287,7 @@ impl Encoder {
                 other => {
                     return Err(Error::runtime(format!(
                         "json.stringify: cannot use a {} as an object key; use strings or numbers",
-                        other.type_name()
+                        crate::bindings::args::type_name(&other)
                     )))
                 }
             };

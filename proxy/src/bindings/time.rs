@@ -1,7 +1,8 @@
 //! `time`: the wall clock in milliseconds since the Unix epoch, and its
 //! RFC 3339 and HTTP date forms.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::format::ParseErrorKind;
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc, Weekday};
 use mlua::{Error, Lua, Result, Table, Value};
 
 use super::args;
@@ -70,17 +71,60 @@ pub fn now_ms() -> i64 {
 /// RFC 9110 (section 5.6.7) asks recipients to accept: RFC 850
 /// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
 /// (`Sun Nov  6 08:49:37 1994`). Returns milliseconds since the epoch.
-fn parse_http_date(text: &str) -> std::result::Result<i64, chrono::ParseError> {
+fn parse_http_date(text: &str) -> std::result::Result<i64, String> {
     let preferred = match DateTime::parse_from_rfc2822(text) {
         Ok(time) => return Ok(time.timestamp_millis()),
         Err(e) => e,
     };
-    for format in ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
-        if let Ok(time) = NaiveDateTime::parse_from_str(text.trim(), format) {
-            return Ok(time.and_utc().timestamp_millis());
-        }
+    if let Some(time) = parse_rfc850(text.trim(), Utc::now().year())? {
+        return Ok(time.and_utc().timestamp_millis());
     }
-    Err(preferred)
+    if let Ok(time) = NaiveDateTime::parse_from_str(text.trim(), "%a %b %e %H:%M:%S %Y") {
+        return Ok(time.and_utc().timestamp_millis());
+    }
+    Err(match preferred.kind() {
+        ParseErrorKind::Impossible => {
+            "there is no such date, or the weekday does not match it".to_string()
+        }
+        _ => preferred.to_string(),
+    })
+}
+
+/// Parses `Sunday, 06-Nov-94 08:49:37 GMT`. Returns `None` when `text` is
+/// not in this form. A two-digit year more than 50 years after
+/// `current_year` is read as the latest past year with those digits, as
+/// RFC 9110 requires.
+fn parse_rfc850(
+    text: &str,
+    current_year: i32,
+) -> std::result::Result<Option<NaiveDateTime>, String> {
+    let Some((weekday, rest)) = text.split_once(", ") else {
+        return Ok(None);
+    };
+    let Ok(weekday) = weekday.parse::<Weekday>() else {
+        return Ok(None);
+    };
+    // Any year works while parsing; the real one is set below, before the
+    // weekday is compared.
+    let Ok(time) = NaiveDateTime::parse_from_str(rest, "%d-%b-%y %H:%M:%S GMT") else {
+        return Ok(None);
+    };
+    let century = current_year - current_year.rem_euclid(100);
+    let mut year = century + time.year().rem_euclid(100);
+    if year > current_year + 50 {
+        year -= 100;
+    }
+    let Some(time) = time.with_year(year) else {
+        return Err(format!("there is no {} {year}", time.format("%d %b")));
+    };
+    if time.weekday() != weekday {
+        return Err(format!(
+            "{} is a {}, not a {weekday}",
+            time.format("%d %b %Y"),
+            time.format("%A")
+        ));
+    }
+    Ok(Some(time))
 }
 
 /// Returns `ms` when the other time functions take it, so that a parsed
@@ -136,6 +180,36 @@ mod tests {
             Some(expected)
         );
         assert!(parse_http_date("Sun Nov  6 08:49:37").is_err());
+        assert!(parse_http_date("Monday, 06-Nov-94 08:49:37 GMT").is_err());
         assert!(parse_http_date("2015-10-21").is_err());
+    }
+
+    #[test]
+    fn two_digit_years_stay_within_fifty_years_ahead() {
+        let in_year =
+            |text: &str, current: i32| parse_rfc850(text, current).unwrap().map(|time| time.year());
+        // Each weekday matches the expected year, so a wrong year fails.
+        assert_eq!(
+            in_year("Thursday, 06-Nov-70 08:49:37 GMT", 2026),
+            Some(2070)
+        );
+        assert_eq!(in_year("Sunday, 06-Nov-94 08:49:37 GMT", 2026), Some(1994));
+        assert_eq!(
+            in_year("Wednesday, 06-Nov-24 08:49:37 GMT", 2026),
+            Some(2024)
+        );
+        assert_eq!(
+            in_year("Wednesday, 06-Nov-24 08:49:37 GMT", 2075),
+            Some(2024)
+        );
+        assert_eq!(
+            in_year("Thursday, 06-Nov-80 08:49:37 GMT", 2026),
+            Some(1980)
+        );
+        assert!(parse_rfc850("Sunday, 06-Nov-70 08:49:37 GMT", 2026).is_err());
+        assert_eq!(
+            parse_rfc850("Sun, 06 Nov 1994 08:49:37 GMT", 2026),
+            Ok(None)
+        );
     }
 }

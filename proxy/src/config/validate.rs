@@ -188,9 +188,34 @@ fn from_value<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, Stru
     })
 }
 
+/// Checks a listening address, telling a port out of range apart from text
+/// that is not an address at all.
+fn socket_address(address: &str, example: &str) -> Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    if let Some((ip, port)) = address.rsplit_once(':') {
+        let ip_ok = ip
+            .strip_prefix('[')
+            .and_then(|ip| ip.strip_suffix(']'))
+            .map_or_else(
+                || ip.parse::<std::net::Ipv4Addr>().is_ok(),
+                |ip| ip.parse::<std::net::Ipv6Addr>().is_ok(),
+            );
+        if ip_ok && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "port {port} in `{address}` is out of range; use a port from 1 to 65535"
+            ));
+        }
+    }
+    Err(format!(
+        "`{address}` is not an IP address and port; write it as {example}"
+    ))
+}
+
 /// Replaces Rust type names in a serde message with what to write, and
 /// adds the fix: `expected u64` becomes `expected a whole number of 0 or
-/// more; write it without quotes or a fraction`.
+/// more; write the number without quotes or a fraction`.
 fn plain_types(message: &str) -> String {
     for (rust, plain) in [
         ("expected u64", "expected a whole number of 0 or more"),
@@ -326,26 +351,14 @@ pub fn check(config: &Config, broken_origins: &[String]) -> Vec<Problem> {
                 format!("listener address `{}` is listed twice", listener.address),
             );
         }
-        if listener.address.parse::<SocketAddr>().is_err() {
-            problem(
-                format!("listeners[{index}].address"),
-                format!(
-                    "`{}` is not an IP address and port; write it as `0.0.0.0:8080` or `[::]:8080`",
-                    listener.address
-                ),
-            );
+        if let Err(message) = socket_address(&listener.address, "`0.0.0.0:8080` or `[::]:8080`") {
+            problem(format!("listeners[{index}].address"), message);
         }
     }
 
     if file.admin.enabled {
-        if file.admin.address.parse::<SocketAddr>().is_err() {
-            problem(
-                "admin.address".into(),
-                format!(
-                    "`{}` is not an IP address and port; write it as `127.0.0.1:9090`",
-                    file.admin.address
-                ),
-            );
+        if let Err(message) = socket_address(&file.admin.address, "`127.0.0.1:9090`") {
+            problem("admin.address".into(), message);
         }
         for (index, name) in file.admin.hosts.iter().enumerate() {
             let valid = !name.is_empty()

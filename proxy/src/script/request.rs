@@ -183,7 +183,7 @@ pub fn target_edits(
         other => {
             return Err(Error::runtime(format!(
                 "request.path must be a string, not a {}",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     };
@@ -270,7 +270,7 @@ fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>
         other => {
             return Err(Error::runtime(format!(
                 "request.{field} must be a table, not a {}",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     };
@@ -280,7 +280,7 @@ fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>
         let Value::String(name) = name else {
             return Err(Error::runtime(format!(
                 "request.{field} has a key of type {}; keys must be strings",
-                name.type_name()
+                crate::bindings::args::type_name(&name)
             )));
         };
         let name = name.to_str()?.to_string();
@@ -307,7 +307,7 @@ pub fn scalar_bytes(field: &str, name: &str, value: Value) -> Result<Vec<u8>> {
         Value::Boolean(b) => Ok(b.to_string().into_bytes()),
         other => Err(Error::runtime(format!(
             "{field}[\"{name}\"] is a {}; use a string, a number or a list of strings",
-            other.type_name()
+            crate::bindings::args::type_name(&other)
         ))),
     }
 }

@@ -31,7 +31,7 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
         other => {
             return Err(Error::runtime(format!(
                 "response status must be a number, not a {}",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     };
@@ -42,7 +42,7 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
         other => {
             return Err(Error::runtime(format!(
                 "response body must be a string, not a {}; use json.stringify for tables",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     };
@@ -55,13 +55,18 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
             for pair in map.pairs::<Value, Value>() {
                 let (name, value) = pair?;
                 let Value::String(name) = name else {
-                    return Err(Error::runtime(
-                        "response header names must be strings".to_string(),
-                    ));
+                    return Err(Error::runtime(format!(
+                        "response header names must be strings, not a {}; write the headers \
+                         as {{[\"Content-Type\"] = \"text/plain\"}}",
+                        crate::bindings::args::type_name(&name)
+                    )));
                 };
                 let name_text = name.to_string_lossy();
                 let header_name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
-                    Error::runtime(format!("response header name `{name_text}` is invalid"))
+                    Error::runtime(format!(
+                        "response header name `{name_text}` is invalid; use letters, digits \
+                         and - (or !#$%&'*+.^_`|~), with no spaces or colons"
+                    ))
                 })?;
                 let mut push = |value: Value| -> Result<()> {
                     let bytes = scalar_bytes("headers", &name_text, value)?;
@@ -93,7 +98,7 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
         other => {
             return Err(Error::runtime(format!(
                 "response headers must be a table, not a {}",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             )))
         }
     }

@@ -336,7 +336,7 @@ impl Vm {
             other => Err(mlua::Error::runtime(format!(
                 "the fetch handler returned a {}; return a table such as \
                  {{status = 200, body = \"...\"}}, or nothing to forward the request to the origin",
-                other.type_name()
+                crate::bindings::args::type_name(&other)
             ))),
         }
     }
