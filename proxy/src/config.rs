@@ -81,8 +81,22 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl fmt::Display for Problems {
+    /// Lists the problems file by file, in the order each file was first
+    /// reported, and by line within a file; problems without a line end
+    /// their file's list.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, problem) in self.0.iter().enumerate() {
+        let mut files: Vec<&PathBuf> = Vec::new();
+        for problem in &self.0 {
+            if !files.contains(&&problem.file) {
+                files.push(&problem.file);
+            }
+        }
+        let mut sorted: Vec<&Problem> = self.0.iter().collect();
+        sorted.sort_by_key(|problem| {
+            let file = files.iter().position(|file| **file == problem.file);
+            (file, problem.line.unwrap_or(usize::MAX))
+        });
+        for (index, problem) in sorted.into_iter().enumerate() {
             if index > 0 {
                 writeln!(f)?;
             }

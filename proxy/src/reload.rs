@@ -40,7 +40,7 @@ pub struct Reloader {
     cache: ScriptCache,
     current: Arc<ArcSwap<Snapshot>>,
     /// Settings that only a restart applies, as last loaded.
-    restart_only: Mutex<String>,
+    restart_only: Mutex<Vec<(&'static str, String)>>,
     /// Files behind the current snapshot, as last seen by the watcher.
     watched: Mutex<Fingerprint>,
     /// Serialises reloads, so that two triggers never interleave.
@@ -126,11 +126,17 @@ impl Reloader {
 
         let fixed = restart_only(&config);
         let mut previous = self.restart_only.lock().unwrap_or_else(|p| p.into_inner());
-        if *previous != fixed {
+        let changed: Vec<&str> = fixed
+            .iter()
+            .zip(previous.iter())
+            .filter(|(now, before)| now.1 != before.1)
+            .map(|(now, _)| now.0)
+            .collect();
+        if !changed.is_empty() {
             tracing::warn!(
-                "changes to server, listeners, admin, log, kv, limits.header_timeout_ms, \
-                 limits.keepalive_timeout_ms, limits.max_connections or limits.send_timeout_ms \
-                 take effect after a restart"
+                changed = changed.join(", "),
+                "these settings changed and take effect after a restart; the running \
+                 process keeps the values it started with"
             );
             *previous = fixed;
         }
@@ -164,23 +170,29 @@ impl Reloader {
     }
 }
 
-/// Returns the settings that a reload cannot apply, as comparable text.
-fn restart_only(config: &Config) -> String {
+/// Returns the settings that a reload cannot apply, each with its key and
+/// its value as comparable text.
+fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
     let file = &config.file;
     // The connection limits are read once, by the listeners.
     let limits = &file.limits;
-    format!(
-        "{:?}{:?}{:?}{:?}{:?}{}/{}/{}/{}",
-        file.server,
-        file.listeners,
-        file.admin,
-        file.log,
-        file.kv,
-        limits.header_timeout_ms,
-        limits.keepalive_timeout_ms,
-        limits.max_connections,
-        limits.send_timeout_ms
-    )
+    vec![
+        ("server", format!("{:?}", file.server)),
+        ("listeners", format!("{:?}", file.listeners)),
+        ("admin", format!("{:?}", file.admin)),
+        ("log", format!("{:?}", file.log)),
+        ("kv", format!("{:?}", file.kv)),
+        (
+            "limits.header_timeout_ms",
+            limits.header_timeout_ms.to_string(),
+        ),
+        (
+            "limits.keepalive_timeout_ms",
+            limits.keepalive_timeout_ms.to_string(),
+        ),
+        ("limits.max_connections", limits.max_connections.to_string()),
+        ("limits.send_timeout_ms", limits.send_timeout_ms.to_string()),
+    ]
 }
 
 /// Returns the config file and every script it names.

@@ -70,6 +70,12 @@ routes:
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let lines: Vec<usize> = text
+        .lines()
+        .filter_map(|line| Some(line.split_once("actias.yaml:")?.1))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines, [1, 3, 6, 9, 10, 11, 12, 14], "{text}");
     Ok(())
 }
 

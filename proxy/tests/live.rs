@@ -49,6 +49,18 @@ fn failed_reload_keeps_running_config() -> TestResult {
     let reload = client().post(proxy.admin_url("/reload")).send()?;
     assert_eq!(reload.status(), 200);
     assert_eq!(client().get(proxy.url("/")).send()?.text()?, "fixed");
+
+    // A setting that only a restart applies is named in a warning.
+    let config_path = proxy.config_dir().join("actias.yaml");
+    let mut config = std::fs::read_to_string(&config_path)?;
+    config.push_str("\nlimits:\n  max_connections: 500\n");
+    std::fs::write(&config_path, config)?;
+    let reload = client().post(proxy.admin_url("/reload")).send()?;
+    assert_eq!(reload.status(), 200);
+    let line = proxy
+        .wait_log_line(&["after a restart", "limits.max_connections"])
+        .ok_or_else(|| format!("no restart warning: {}", proxy.log()))?;
+    assert!(!line.contains("listeners"), "{line}");
     Ok(())
 }
 
