@@ -290,3 +290,24 @@ fn invalid_header_edit_is_a_script_error() -> TestResult {
     assert_eq!(origin.accepted_connections(), 0);
     Ok(())
 }
+
+#[test]
+fn rawset_header_spelling_is_a_script_error() -> TestResult {
+    let origin = Origin::start("one");
+    let script = "add_event_listener(\"fetch\", function(request) rawset(request.headers, \"X-Role\", \"guest\") end)";
+    let proxy = Proxy::start(&config(&[&origin], true, ""), &[("edit.lua", script)])?;
+    let response = client()
+        .get(proxy.url("/"))
+        .header("x-role", "admin")
+        .send()?;
+    assert_eq!(response.status(), 500);
+    let line = proxy.wait_log_line(&["script failed", "has both `X-Role` and `x-role`"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    assert_eq!(origin.accepted_connections(), 0);
+
+    // Without the client's line there is one spelling, which goes through.
+    let response = client().get(proxy.url("/")).send()?;
+    let echo: Value = serde_json::from_str(&response.text()?)?;
+    assert_eq!(header(&echo, "x-role"), ["guest"]);
+    Ok(())
+}

@@ -99,8 +99,21 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
 
     let headers = read_multi_value(request, "headers")?;
     let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
+    // The table's metatable stores names lowercase; `rawset` can still add a
+    // second spelling, which would otherwise add lines instead of replacing.
+    let mut spellings: HashMap<String, String> = HashMap::new();
+    for (spelled, value) in headers {
+        let name = spelled.to_ascii_lowercase();
+        let first = spellings
+            .entry(name.clone())
+            .or_insert_with(|| spelled.clone());
+        if *first != spelled {
+            return Err(Error::runtime(format!(
+                "request.headers has both `{first}` and `{spelled}`; header names are \
+                 case-insensitive, so assign through request.headers[\"{name}\"] instead of \
+                 rawset, which keeps one entry per name"
+            )));
+        }
         // The proxy's own subrequest headers go on as they arrived, so a
         // script cannot hide a subrequest loop by forwarding without them.
         if is_subrequest_header(&name) {
