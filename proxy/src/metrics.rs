@@ -68,8 +68,8 @@ pub struct Metrics {
     /// `actias_connections_rejected_total`: connections closed at once
     /// because `limits.max_connections` were open.
     pub connections_rejected: prometheus::IntCounter,
-    /// `actias_request_body_buffered_bytes`: request body bytes held in
-    /// memory for scripts.
+    /// `actias_buffered_body_bytes`: request bodies held in memory for
+    /// scripts and script responses being written.
     pub body_buffered: prometheus::IntGauge,
 }
 
@@ -218,8 +218,8 @@ impl Metrics {
             .register(Box::new(connections_rejected.clone()))
             .expect("each metric is registered once");
         let body_buffered = prometheus::IntGauge::new(
-            "actias_request_body_buffered_bytes",
-            "Request body bytes held in memory for scripts.",
+            "actias_buffered_body_bytes",
+            "Bytes of request bodies held for scripts and of script responses being written.",
         )
         .expect("metric names are valid constants");
         registry

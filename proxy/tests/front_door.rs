@@ -413,6 +413,88 @@ fn wait_for_metric(proxy: &Proxy, line: &str) -> TestResult<()> {
     }
 }
 
+/// Sets the socket's receive buffer to 64 KiB, which also stops the kernel
+/// from growing it.
+fn cap_receive_buffer(stream: &TcpStream) -> TestResult {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: the descriptor is open for the life of `stream`, and the
+    // option value is a c_int of the length passed.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(format!("setsockopt: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+#[test]
+fn unread_responses_count_toward_the_process_limit() -> TestResult {
+    // The readers cap their receive buffers at 64 KiB, so a 32 MiB response
+    // that they do not read cannot fit in the socket buffers and its write
+    // stays unfinished.
+    let script = r#"
+local big
+add_event_listener("fetch", function(request)
+    big = big or string.rep("x", 32 * 1024 * 1024)
+    return {body = big}
+end)
+"#;
+    let config = "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  max_request_body_bytes: 1000\n  max_buffered_body_bytes: 80000000\nroutes:\n  - name: big\n    default: true\n    script: big.lua\n    limits:\n      cpu_ms: 5000\n";
+    let proxy = Proxy::start(config, &[("big.lua", script)])?;
+    let request = b"GET / HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\n\r\n";
+
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+        cap_receive_buffer(&stream)?;
+        stream.write_all(request)?;
+        readers.push(stream);
+    }
+    wait_for_metric(&proxy, "actias_buffered_body_bytes 67108864")?;
+
+    let (response, closed) = exchange(proxy.port, request)?;
+    assert_eq!(
+        status_of(&response),
+        503,
+        "{}",
+        &response[..response.len().min(400)]
+    );
+    assert!(response.contains("max_buffered_body_bytes"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
+    assert!(closed, "connection left open");
+    let line = proxy.wait_log_line(&["script response dropped", "33554432"]);
+    assert!(line.is_some(), "{}", proxy.log());
+
+    // Clients that go away release what their responses held.
+    drop(readers);
+    wait_for_metric(&proxy, "actias_buffered_body_bytes 0")?;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(request)?;
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received)?;
+    let head = String::from_utf8_lossy(&received[..received.len().min(200)]).into_owned();
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(received.ends_with(&[b'x'; 1024]), "{head}");
+    assert!(
+        received.len() > 32 * 1024 * 1024,
+        "{} bytes",
+        received.len()
+    );
+    Ok(())
+}
+
 #[test]
 fn bodies_past_the_process_limit_get_503() -> TestResult {
     let config = "listeners:\n  - address: 127.0.0.1:{port}\nlimits:\n  max_request_body_bytes: 600\n  max_buffered_body_bytes: 1000\nroutes:\n  - name: lua\n    hosts: [lua.test]\n    script: echo.lua\n";
@@ -429,7 +511,7 @@ fn bodies_past_the_process_limit_get_503() -> TestResult {
     let mut holder = TcpStream::connect(("127.0.0.1", proxy.port))?;
     holder.set_read_timeout(Some(Duration::from_secs(5)))?;
     holder.write_all(&whole.as_bytes()[..whole.len() - 300])?;
-    wait_for_metric(&proxy, "actias_request_body_buffered_bytes 600")?;
+    wait_for_metric(&proxy, "actias_buffered_body_bytes 600")?;
 
     for (name, request) in [("length", &whole), ("chunked", &chunked)] {
         let (response, closed) = exchange(proxy.port, request.as_bytes())?;
@@ -450,7 +532,7 @@ fn bodies_past_the_process_limit_get_503() -> TestResult {
     holder.read_to_string(&mut response)?;
     assert_eq!(status_of(&response), 200, "{response}");
     assert!(response.contains("body=600"), "{response}");
-    wait_for_metric(&proxy, "actias_request_body_buffered_bytes 0")?;
+    wait_for_metric(&proxy, "actias_buffered_body_bytes 0")?;
 
     for (name, request) in [("length", &whole), ("chunked", &chunked)] {
         let (response, _) = exchange(proxy.port, request.as_bytes())?;

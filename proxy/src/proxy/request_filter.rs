@@ -136,7 +136,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                 limit = limits.all_requests,
                 "request body rejected: limits.max_buffered_body_bytes are in use"
             );
-            let message = "503 Service Unavailable: request bodies in memory have reached \
+            let message = "503 Service Unavailable: bodies in memory have reached \
                            limits.max_buffered_body_bytes; retry shortly";
             ctx.logged_error = Some(message.to_string());
             let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -183,6 +183,27 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
 
     match outcome {
         Ok(Outcome::Respond(response)) => {
+            // A client that does not read keeps the body in memory until
+            // the write finishes or `send_timeout_ms` passes, so the body
+            // shares the budget of request bodies while it is written.
+            let mut response_reservation = BodyReservation::default();
+            let is_head = method == "HEAD";
+            if !is_head && !response_reservation.grow(response.body.len(), limits.all_requests) {
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    route = %route.name,
+                    bytes = response.body.len(),
+                    limit = limits.all_requests,
+                    "script response dropped: limits.max_buffered_body_bytes are in use"
+                );
+                let message = "503 Service Unavailable: bodies in memory have reached \
+                               limits.max_buffered_body_bytes; retry shortly";
+                ctx.logged_error = Some(message.to_string());
+                let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                session.set_keepalive(None);
+                respond::error(session, 503, message, &ctx.request_id, &[retry]).await?;
+                return Ok(true);
+            }
             respond::send(
                 session,
                 response.status.as_u16(),
@@ -190,6 +211,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                 response.body,
             )
             .await?;
+            drop(response_reservation);
             Ok(true)
         }
         Ok(Outcome::FallThrough(edits)) => {
