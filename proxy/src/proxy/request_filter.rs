@@ -136,12 +136,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                 limit = limits.all_requests,
                 "request body rejected: limits.max_buffered_body_bytes are in use"
             );
-            let message = "503 Service Unavailable: bodies in memory have reached \
-                           limits.max_buffered_body_bytes; retry shortly";
-            ctx.logged_error = Some(message.to_string());
-            let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            session.set_keepalive(None);
-            respond::error(session, 503, message, &ctx.request_id, &[retry]).await?;
+            bodies_busy(session, ctx).await?;
             return Ok(true);
         }
         BodyRead::TooLarge(limit) => {
@@ -196,12 +191,7 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
                     limit = limits.all_requests,
                     "script response dropped: limits.max_buffered_body_bytes are in use"
                 );
-                let message = "503 Service Unavailable: bodies in memory have reached \
-                               limits.max_buffered_body_bytes; retry shortly";
-                ctx.logged_error = Some(message.to_string());
-                let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                session.set_keepalive(None);
-                respond::error(session, 503, message, &ctx.request_id, &[retry]).await?;
+                bodies_busy(session, ctx).await?;
                 return Ok(true);
             }
             respond::send(
@@ -272,6 +262,17 @@ pub async fn run(session: &mut Session, ctx: &mut RequestContext) -> Result<bool
             Ok(true)
         }
     }
+}
+
+/// Sends 503 when a body does not fit in `limits.max_buffered_body_bytes`,
+/// and closes the connection, since an unread request body may follow.
+async fn bodies_busy(session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
+    let message = "503 Service Unavailable: bodies in memory have reached \
+                   limits.max_buffered_body_bytes; retry shortly";
+    ctx.logged_error = Some(message.to_string());
+    let retry = (http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    session.set_keepalive(None);
+    respond::error(session, 503, message, &ctx.request_id, &[retry]).await
 }
 
 enum BodyRead {
