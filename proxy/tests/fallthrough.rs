@@ -311,3 +311,44 @@ fn rawset_header_spelling_is_a_script_error() -> TestResult {
     assert_eq!(header(&echo, "x-role"), ["guest"]);
     Ok(())
 }
+
+#[test]
+fn oversized_edits_fail_while_read() -> TestResult {
+    let origin = Origin::start("one");
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local n = 1000000
+    if request.path == "/header" then request.headers["x-a"] = table.create(n, "a") end
+    if request.path == "/empty" then
+        for i = 1, 20000 do request.headers["x-" .. i] = {} end
+    end
+    if request.path == "/query" then request.query = {a = table.create(n, "a")} end
+    if request.path == "/path" then request.path = string.rep("/ ", 100000) end
+    if request.path == "/fits" then request.headers["x-a"] = table.create(1000, "a") end
+end)
+"#;
+    // The Lua side of each case takes some CPU time, more so in debug
+    // builds, and the cases are about what happens after it.
+    let config = config(&[&origin], true, "").replace(
+        "    script: edit.lua\n",
+        "    script: edit.lua\n    limits:\n      cpu_ms: 5000\n",
+    );
+    let proxy = Proxy::start(&config, &[("edit.lua", script)])?;
+    for (path, expected) in [
+        ("/header", "request.headers exceed"),
+        ("/empty", "request.headers exceed"),
+        ("/query", "request.query exceed"),
+        ("/path", "request.path is 200000 bytes, more than"),
+    ] {
+        let response = client().get(proxy.url(path)).send()?;
+        assert_eq!(response.status(), 500, "{path}");
+        let line = proxy.wait_log_line(&["script failed", expected]);
+        assert!(line.is_some(), "{path}: no {expected:?} in {}", proxy.log());
+    }
+    assert_eq!(origin.accepted_connections(), 0);
+
+    let response = client().get(proxy.url("/fits")).send()?;
+    let echo: Value = serde_json::from_str(&response.text()?)?;
+    assert_eq!(header(&echo, "x-a").len(), 1000);
+    Ok(())
+}

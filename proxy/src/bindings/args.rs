@@ -68,3 +68,14 @@ pub fn type_name(value: &Value) -> &'static str {
         other => other.type_name(),
     }
 }
+
+/// Returns the start of `text` for an error message, which may quote text
+/// of any length, such as a header value or a path.
+pub fn shown(text: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if text.chars().count() <= MAX_CHARS {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(MAX_CHARS).collect();
+    format!("{start}...")
+}

@@ -432,13 +432,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
         if CONNECTION_HEADERS.contains(&header.as_str()) {
             continue;
         }
-        let values = match value {
-            Value::Table(list) => list
-                .sequence_values::<Value>()
-                .collect::<Result<Vec<_>>>()?,
-            value => vec![value],
-        };
-        for value in values {
+        let mut add = |value: Value| -> Result<()> {
             let length = match &value {
                 Value::String(text) => text.as_bytes().len(),
                 _ => 32,
@@ -469,6 +463,29 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
                 ))
             })?;
             out.push((header.clone(), value));
+            Ok(())
+        };
+        // Items are read one at a time, so a long list stops at the size
+        // limit without being copied first.
+        let mut items = 0usize;
+        match value {
+            Value::Table(list) => {
+                for item in list.sequence_values::<Value>() {
+                    add(item?)?;
+                    items += 1;
+                }
+            }
+            value => add(value)?,
+        }
+        // A name with an empty list sends nothing but still costs a pass.
+        if items == 0 {
+            total += name_text.len() + 1;
+            if total > MAX_HEADER_BYTES {
+                return Err(Error::runtime(format!(
+                    "{function}: the headers add up to more than {MAX_HEADER_BYTES} bytes; send \
+                     large data in the body"
+                )));
+            }
         }
     }
     Ok(out)

@@ -37,7 +37,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
                 Error::runtime(format!(
                     "time.parse_rfc3339: `{}` is not an RFC 3339 time ({e}); pass a time \
                      such as \"2026-12-04T18:30:00Z\"",
-                    shown(&text)
+                    args::shown(&text)
                 ))
             })?;
             in_range("time.parse_rfc3339", &text, time.timestamp_millis())
@@ -52,7 +52,7 @@ pub fn create(lua: &Lua) -> Result<Table> {
                 Error::runtime(format!(
                     "time.parse_http_date: `{}` is not an HTTP date ({e}); pass a date \
                      such as \"Fri, 04 Dec 2026 18:30:00 GMT\"",
-                    shown(&text)
+                    args::shown(&text)
                 ))
             })?;
             in_range("time.parse_http_date", &text, ms)
@@ -136,19 +136,8 @@ fn in_range(function: &str, text: &str, ms: i64) -> Result<i64> {
     Err(Error::runtime(format!(
         "{function}: `{}` is outside the supported range; pass a time from 1970 to the end \
          of 9999",
-        shown(text)
+        args::shown(text)
     )))
-}
-
-/// Returns the start of `text` for an error message, which may quote a
-/// header value of any length.
-fn shown(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    if text.chars().count() <= MAX_CHARS {
-        return text.to_string();
-    }
-    let start: String = text.chars().take(MAX_CHARS).collect();
-    format!("{start}...")
 }
 
 fn datetime(function: &str, ms: Value) -> Result<DateTime<Utc>> {

@@ -183,20 +183,26 @@ fn build_query(lua: &Lua, table: Value) -> Result<String> {
                 )))
             }
         };
-        let items = match value {
-            Value::Table(list) => list
-                .sequence_values::<Value>()
-                .collect::<Result<Vec<_>>>()?,
-            value => vec![value],
-        };
-        let mut values = Vec::with_capacity(items.len());
-        for item in items {
+        let mut values = Vec::new();
+        let mut add = |item: Value| -> Result<()> {
+            cpu.step()?;
             if let Value::String(text) = &item {
                 count(text.as_bytes().len())?;
             }
             // A repeated name is written once per value.
             count(name.len())?;
             values.push(query_value(&name, item)?);
+            Ok(())
+        };
+        // Items are read one at a time, so a long list stops at a limit
+        // without being copied first.
+        match value {
+            Value::Table(list) => {
+                for item in list.sequence_values::<Value>() {
+                    add(item?)?;
+                }
+            }
+            value => add(value)?,
         }
         pairs.insert(name, values);
     }

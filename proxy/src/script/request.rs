@@ -97,7 +97,12 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
         ..RequestEdits::default()
     };
 
-    let headers = read_multi_value(request, "headers")?;
+    let arrived: usize = input
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let headers = read_multi_value(request, "headers", arrived + MAX_ADDED_BYTES)?;
     let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
     // The table's metatable stores names lowercase; `rawset` can still add a
     // second spelling, which would otherwise add lines instead of replacing.
@@ -132,18 +137,8 @@ pub fn edits(request: &Table, input: &RequestInput<'_>) -> Result<RequestEdits> 
     }
     let mut names: Vec<_> = wanted.keys().cloned().collect();
     names.sort();
-    let mut header_bytes = 0usize;
     for name in names {
         let values = wanted.remove(&name).unwrap_or_default();
-        header_bytes += values
-            .iter()
-            .map(|v| name.len() + v.len() + 4)
-            .sum::<usize>();
-        if header_bytes > MAX_EDITED_HEADER_BYTES {
-            return Err(Error::runtime(format!(
-                "request.headers exceed {MAX_EDITED_HEADER_BYTES} bytes"
-            )));
-        }
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Error::runtime(format!(
                 "request.headers has an invalid header name `{name}`"
@@ -187,7 +182,15 @@ pub fn target_edits(
                 None
             } else if !edited.starts_with('/') {
                 return Err(Error::runtime(format!(
-                    "request.path `{edited}` must start with `/`"
+                    "request.path `{}` must start with `/`",
+                    crate::bindings::args::shown(&edited)
+                )));
+            } else if edited.len() > path.len() + MAX_ADDED_BYTES {
+                return Err(Error::runtime(format!(
+                    "request.path is {} bytes, more than {} (the path that arrived plus \
+                     {MAX_ADDED_BYTES}); forward a shorter path",
+                    edited.len(),
+                    path.len() + MAX_ADDED_BYTES
                 )));
             } else {
                 Some(encode_path(&edited))
@@ -201,7 +204,8 @@ pub fn target_edits(
         }
     };
 
-    let query = read_multi_value(request, "query")?;
+    let arrived = raw_query.map_or(0, str::len);
+    let query = read_multi_value(request, "query", arrived + MAX_ADDED_BYTES)?;
     let mut original: Vec<(String, Vec<u8>)> = parse_query(raw_query)
         .map(|(k, v)| (k, v.to_vec()))
         .collect();
@@ -216,8 +220,11 @@ pub fn target_edits(
     Ok((edited_path, edited_query))
 }
 
-/// Largest total size of the headers a script forwards, in bytes.
-const MAX_EDITED_HEADER_BYTES: usize = 64 * 1024;
+/// Bytes that a script may add to the headers, the path or the query of
+/// the request it forwards, beyond the size each had when it arrived.
+/// The edits are read in Rust after the handler returns, where the CPU and
+/// memory limits do not apply, so reading stops at this size.
+const MAX_ADDED_BYTES: usize = 64 * 1024;
 
 /// Headers that frame the body the proxy forwards; a script changing them
 /// could make the origin read a second request from the body.
@@ -275,8 +282,9 @@ pub fn try_multi_value_table<N: AsRef<[u8]>, V: AsRef<[u8]>>(
 }
 
 /// Reads a table of name to string, number or list of those, as sorted
-/// name and value pairs.
-fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>)>> {
+/// name and value pairs. Stops with an error once the names and values,
+/// with 4 bytes for each pair's separators, pass `budget` bytes.
+fn read_multi_value(request: &Table, field: &str, budget: usize) -> Result<Vec<(String, Vec<u8>)>> {
     let table = match request.raw_get::<Value>(field)? {
         Value::Table(table) => table,
         Value::Nil => return Ok(Vec::new()),
@@ -288,6 +296,22 @@ fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>
         }
     };
     let mut pairs = Vec::new();
+    let total = std::cell::Cell::new(0usize);
+    let charge = |bytes: usize| {
+        total.set(total.get() + bytes);
+        if total.get() > budget {
+            return Err(Error::runtime(format!(
+                "request.{field} exceed {budget} bytes (what arrived plus {MAX_ADDED_BYTES}); \
+                 forward fewer or shorter values"
+            )));
+        }
+        Ok(())
+    };
+    let add = |pairs: &mut Vec<(String, Vec<u8>)>, name: &str, value: Vec<u8>| {
+        charge(name.len() + value.len() + 4)?;
+        pairs.push((name.to_string(), value));
+        Ok::<(), Error>(())
+    };
     for pair in table.pairs::<Value, Value>() {
         let (name, value) = pair?;
         let Value::String(name) = name else {
@@ -299,11 +323,17 @@ fn read_multi_value(request: &Table, field: &str) -> Result<Vec<(String, Vec<u8>
         let name = name.to_str()?.to_string();
         match value {
             Value::Table(list) => {
+                let before = pairs.len();
                 for item in list.sequence_values::<Value>() {
-                    pairs.push((name.clone(), scalar_bytes(field, &name, item?)?));
+                    add(&mut pairs, &name, scalar_bytes(field, &name, item?)?)?;
+                }
+                // An empty list removes the name; it is counted like an
+                // empty value, so that many such names still end the read.
+                if pairs.len() == before {
+                    charge(name.len() + 4)?;
                 }
             }
-            other => pairs.push((name.clone(), scalar_bytes(field, &name, other)?)),
+            other => add(&mut pairs, &name, scalar_bytes(field, &name, other)?)?,
         }
     }
     // Stable sort by name, so repeated values keep their list order.
