@@ -795,6 +795,65 @@ end)
 }
 
 #[test]
+fn json_object_keys_sort_across_runs() -> TestResult {
+    // json.stringify sorts keys in runs of 4096 and merges them; 10000 keys
+    // make three runs and two merge passes.
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local object, names = {}, {}
+    for i = 10000, 1, -1 do
+        local name = string.format("k%05d", (i * 7919) % 10007)
+        object[name] = i
+        table.insert(names, name)
+    end
+    table.sort(names)
+    local text = json.stringify(object)
+    local position, ordered = 1, true
+    for _, name in names do
+        local found = string.find(text, '"' .. name .. '":', position, true)
+        if found == nil then ordered = false break end
+        position = found
+    end
+    local mixed = {}
+    for i = 1, 10000 do mixed["s" .. i] = i end
+    mixed[5000] = 1
+    mixed["5000"] = 2
+    local ok, err = pcall(json.stringify, mixed)
+    return {body = tostring(ordered) .. " " .. tostring(#names) .. " " .. tostring(ok) .. " "
+        .. tostring(err)}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: s\n    default: true\n    script: s.lua\n    limits:\n      cpu_ms: 5000\n",
+        &[("s.lua", script)],
+    )?;
+    let body = client().get(proxy.url("/")).send()?.text()?;
+    assert!(body.starts_with("true 10000 false "), "{body}");
+    assert!(body.contains("the key \"5000\" appears twice"), "{body}");
+    Ok(())
+}
+
+#[test]
+fn empty_header_lists_count_toward_the_cap() -> TestResult {
+    let script = r#"
+add_event_listener("fetch", function(request)
+    local headers = {}
+    for i = 1, 100 do headers[string.rep("a", 1000) .. i] = {} end
+    return {headers = headers}
+end)
+"#;
+    let proxy = Proxy::start(
+        "listeners:\n  - address: 127.0.0.1:{port}\nroutes:\n  - name: s\n    default: true\n    script: s.lua\n",
+        &[("s.lua", script)],
+    )?;
+    let response = client().get(proxy.url("/")).send()?;
+    assert_eq!(response.status(), 500);
+    let line = proxy.wait_log_line(&["script failed", "response headers exceed 65536 bytes"]);
+    assert!(line.is_some(), "{}", proxy.log());
+    Ok(())
+}
+
+#[test]
 fn table_sort_keeps_its_behaviour() -> TestResult {
     let script = r#"
 add_event_listener("fetch", function(request)

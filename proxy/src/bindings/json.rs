@@ -219,11 +219,16 @@ impl Encoder {
         result
     }
 
-    fn is_array(&self, table: &Table) -> Result<bool> {
+    fn is_array(&mut self, table: &Table) -> Result<bool> {
         if let Some(metatable) = table.metatable() {
             if metatable == self.array_metatable {
                 let length = table.raw_len();
-                let count = table.pairs::<Value, Value>().count();
+                let mut count = 0usize;
+                for pair in table.pairs::<Value, Value>() {
+                    pair?;
+                    self.cpu.step()?;
+                    count += 1;
+                }
                 if count != length {
                     return Err(Error::runtime(
                         "json.stringify: a json.array has keys other than 1..n; remove them or \
@@ -240,6 +245,7 @@ impl Encoder {
         let mut count = 0usize;
         for pair in table.pairs::<Value, Value>() {
             let (key, _) = pair?;
+            self.cpu.step()?;
             let index = match key {
                 Value::Integer(i) => i as f64,
                 Value::Number(n) => n,
@@ -268,8 +274,12 @@ impl Encoder {
 
     fn object(&mut self, table: &Table) -> Result<()> {
         let mut entries: Vec<(Vec<u8>, Value)> = Vec::new();
+        // Every key is written with its quotes, colon and comma, so keys
+        // that cannot fit in the output stop the collection early.
+        let mut key_bytes = 0usize;
         for pair in table.pairs::<Value, Value>() {
             let (key, value) = pair?;
+            self.cpu.step()?;
             let key = match key {
                 Value::String(s) => s.as_bytes().to_vec(),
                 Value::Integer(i) => i.to_string().into_bytes(),
@@ -291,9 +301,11 @@ impl Encoder {
                     )))
                 }
             };
+            key_bytes += key.len() + 4;
+            self.fits(key_bytes)?;
             entries.push((key, value));
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let entries = sort_keys(entries, &mut self.cpu)?;
         if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(Error::runtime(format!(
                 "json.stringify: the key \"{}\" appears twice, once as a number and once as a \
@@ -314,6 +326,50 @@ impl Encoder {
         self.out.push('}');
         Ok(())
     }
+}
+
+/// Sorts object entries by key. Runs of 4096 are sorted whole and then
+/// merged with a CPU check per entry, since one sort of a million keys
+/// would run far past `cpu_ms` without a check. The merge is stable, so
+/// equal keys stay next to each other for the duplicate check.
+fn sort_keys(
+    mut entries: Vec<(Vec<u8>, Value)>,
+    cpu: &mut super::CpuCheck,
+) -> Result<Vec<(Vec<u8>, Value)>> {
+    const RUN: usize = 4096;
+    for run in entries.chunks_mut(RUN) {
+        for _ in 0..run.len() {
+            cpu.step()?;
+        }
+        run.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let mut width = RUN;
+    while width < entries.len() {
+        let mut merged = Vec::with_capacity(entries.len());
+        let mut items = entries.into_iter();
+        loop {
+            let left: Vec<_> = items.by_ref().take(width).collect();
+            if left.is_empty() {
+                break;
+            }
+            let right: Vec<_> = items.by_ref().take(width).collect();
+            let mut left = left.into_iter().peekable();
+            let mut right = right.into_iter().peekable();
+            loop {
+                cpu.step()?;
+                let from_left = match (left.peek(), right.peek()) {
+                    (Some(a), Some(b)) => a.0 <= b.0,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                merged.extend(if from_left { left.next() } else { right.next() });
+            }
+        }
+        entries = merged;
+        width *= 2;
+    }
+    Ok(entries)
 }
 
 fn max_output(lua: &Lua) -> usize {

@@ -61,6 +61,14 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
                         crate::bindings::args::type_name(&name)
                     )));
                 };
+                // The first line of a name is counted before the name is
+                // checked, so that names with empty lists also reach the cap.
+                header_bytes += name.as_bytes().len() + 4;
+                if header_bytes > MAX_HEADER_BYTES {
+                    return Err(Error::runtime(format!(
+                        "response headers exceed {MAX_HEADER_BYTES} bytes; send large data in the body"
+                    )));
+                }
                 let name_text = name.to_string_lossy();
                 let header_name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
                     Error::runtime(format!(
@@ -68,6 +76,7 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
                          and - (or !#$%&'*+.^_`|~), with no spaces or colons"
                     ))
                 })?;
+                let mut first = true;
                 let mut push = |value: Value| -> Result<()> {
                     let bytes = scalar_bytes("headers", &name_text, value)?;
                     let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
@@ -76,10 +85,14 @@ pub fn from_table(table: &Table) -> Result<ScriptResponse> {
                              not contain line breaks or other control characters"
                         ))
                     })?;
-                    header_bytes += header_name.as_str().len() + value.len() + 4;
+                    header_bytes += value.len();
+                    if !first {
+                        header_bytes += header_name.as_str().len() + 4;
+                    }
+                    first = false;
                     if header_bytes > MAX_HEADER_BYTES {
                         return Err(Error::runtime(format!(
-                            "response headers exceed {MAX_HEADER_BYTES} bytes"
+                            "response headers exceed {MAX_HEADER_BYTES} bytes; send large data in the body"
                         )));
                     }
                     headers.push((header_name.clone(), value));
