@@ -413,6 +413,12 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
             )))
         }
     };
+    let too_large = || {
+        Error::runtime(format!(
+            "{function}: the headers add up to more than {MAX_HEADER_BYTES} bytes; send large \
+             data in the body"
+        ))
+    };
     let mut out = Vec::new();
     let mut total = 0usize;
     for pair in headers.pairs::<Value, Value>() {
@@ -430,20 +436,15 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
             ))
         })?;
         if CONNECTION_HEADERS.contains(&header.as_str()) {
+            // Dropped names still cost a pass, and a table can hold every
+            // spelling of them, so they count toward the cap too.
+            total += name_text.len() + 1;
+            if total > MAX_HEADER_BYTES {
+                return Err(too_large());
+            }
             continue;
         }
         let mut add = |value: Value| -> Result<()> {
-            let length = match &value {
-                Value::String(text) => text.as_bytes().len(),
-                _ => 32,
-            };
-            total += name_text.len() + length;
-            if total > MAX_HEADER_BYTES {
-                return Err(Error::runtime(format!(
-                    "{function}: the headers add up to more than {MAX_HEADER_BYTES} bytes; send \
-                     large data in the body"
-                )));
-            }
             let bytes = match &value {
                 Value::String(text) => text.as_bytes().to_vec(),
                 Value::Integer(n) => n.to_string().into_bytes(),
@@ -456,6 +457,11 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
                     )))
                 }
             };
+            // Counted as written: a number such as 1e308 is 309 digits.
+            total += name_text.len() + bytes.len();
+            if total > MAX_HEADER_BYTES {
+                return Err(too_large());
+            }
             let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
                 Error::runtime(format!(
                     "{function}: header `{name_text}` has a value with a newline or another \
@@ -481,10 +487,7 @@ fn read_headers(function: &str, headers: Value) -> Result<Vec<(HeaderName, Heade
         if items == 0 {
             total += name_text.len() + 1;
             if total > MAX_HEADER_BYTES {
-                return Err(Error::runtime(format!(
-                    "{function}: the headers add up to more than {MAX_HEADER_BYTES} bytes; send \
-                     large data in the body"
-                )));
+                return Err(too_large());
             }
         }
     }

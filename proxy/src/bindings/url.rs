@@ -186,12 +186,12 @@ fn build_query(lua: &Lua, table: Value) -> Result<String> {
         let mut values = Vec::new();
         let mut add = |item: Value| -> Result<()> {
             cpu.step()?;
-            if let Value::String(text) = &item {
-                count(text.as_bytes().len())?;
-            }
+            // Counted as written: a number such as 1e308 is 309 digits.
+            let value = query_value(&name, item)?;
+            count(value.len())?;
             // A repeated name is written once per value.
             count(name.len())?;
-            values.push(query_value(&name, item)?);
+            values.push(value);
             Ok(())
         };
         // Items are read one at a time, so a long list stops at a limit
