@@ -246,6 +246,12 @@ local calls = {
     {"fetch dropped headers", function()
         return fetch("http://127.0.0.1:9/", {headers = dropped})
     end},
+    {"url.parse length", function()
+        return url.parse("http://" .. string.rep("xn--tda", 22000) .. ".test/")
+    end},
+    {"fetch url length", function()
+        return fetch("http://127.0.0.1:9/" .. string.rep("a", 70000))
+    end},
     {"fetch in a coroutine", function()
         return coroutine.wrap(function() return fetch("http://example.com") end)()
     end},
@@ -314,6 +320,8 @@ end)
             "fetch dropped headers",
             "headers add up to more than 65536 bytes",
         ),
+        ("url.parse length", "bytes, more than 65536"),
+        ("fetch url length", "bytes, more than 65536"),
         ("fetch in a coroutine", "cannot run inside a coroutine"),
     ];
     for (call, fragment) in expected {

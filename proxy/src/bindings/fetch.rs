@@ -275,6 +275,7 @@ fn build_request(
             )))
         }
     };
+    super::url::check_length(function, &url)?;
     let mut url = url::Url::parse(&url).map_err(|e| {
         Error::runtime(format!(
             "{function}: `{url}` is not an absolute URL ({e}); pass a URL such as \

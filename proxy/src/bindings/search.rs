@@ -95,7 +95,10 @@ fn split(lua: &Lua, byte_split: &Function, args: MultiValue) -> Result<Table> {
     let parts = lua.create_table()?;
     let mut start = 0;
     let mut index = 0;
+    // Each piece is a new string, so millions of pieces take a while.
+    let mut cpu = super::CpuCheck::new(lua);
     for found in memmem::find_iter(&subject_bytes, &separator_bytes) {
+        cpu.step()?;
         index += 1;
         parts.raw_set(index, lua.create_string(&subject_bytes[start..found])?)?;
         start = found + separator_bytes.len();
