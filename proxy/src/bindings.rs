@@ -144,8 +144,8 @@ pub fn install(lua: &Lua) -> Result<()> {
 
 /// Replaces `table.sort` with one that always passes a Lua comparator.
 /// Luau's default comparison runs in C without an interrupt check, so
-/// sorting a table of millions of values could run far past `cpu_ms`; a
-/// comparator written in Lua reaches the interrupt on every return.
+/// sorting millions of values could run far past `cpu_ms`. A comparator
+/// written in Lua reaches the interrupt on every return.
 fn install_interruptible_sort(lua: &Lua) -> Result<()> {
     let table: Table = lua.globals().raw_get("table")?;
     let native: Function = table.raw_get("sort")?;

@@ -82,8 +82,8 @@ pub struct Problems(pub Vec<Problem>);
 
 impl fmt::Display for Problems {
     /// Lists the problems file by file, in the order each file was first
-    /// reported, and by line within a file; problems without a line end
-    /// their file's list.
+    /// reported, and by line within a file. Problems without a line come
+    /// last in their file's list.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut files: Vec<&PathBuf> = Vec::new();
         for problem in &self.0 {

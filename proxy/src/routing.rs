@@ -42,7 +42,7 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// The index of the route found, if one was.
+    /// Returns the index of the matched route, if any.
     pub fn route(&self) -> Option<usize> {
         match self {
             Lookup::Found { route, .. } => Some(*route),

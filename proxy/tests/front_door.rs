@@ -507,7 +507,7 @@ fn bodies_past_the_process_limit_get_503() -> TestResult {
         "POST / HTTP/1.1\r\nHost: lua.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n{body}\r\n0\r\n\r\n"
     );
 
-    // A client that sends half of its body holds its reservation.
+    // A client that sends half of its body keeps its reservation.
     let mut holder = TcpStream::connect(("127.0.0.1", proxy.port))?;
     holder.set_read_timeout(Some(Duration::from_secs(5)))?;
     holder.write_all(&whole.as_bytes()[..whole.len() - 300])?;

@@ -68,7 +68,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Parses the preferred HTTP date form and the two obsolete ones that
-/// RFC 9110 (section 5.6.7) asks recipients to accept: RFC 850
+/// RFC 9110 (section 5.6.7) requires recipients to accept: RFC 850
 /// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
 /// (`Sun Nov  6 08:49:37 1994`). Returns milliseconds since the epoch.
 fn parse_http_date(text: &str) -> std::result::Result<i64, String> {

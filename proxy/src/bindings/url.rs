@@ -79,10 +79,10 @@ fn decode(function: &str, bytes: &[u8], plus_is_space: bool) -> Result<Vec<u8>> 
     Ok(out)
 }
 
-/// Longest URL that `url.parse` and `fetch` take, in bytes. Parsing runs
-/// in one call that the CPU limit cannot stop, and decoding a host of
-/// many long `xn--` labels costs about 0.13 ms per label, so a 30 MB host
-/// ran for 4 s; at this length parsing stays within a few milliseconds.
+/// Longest URL that `url.parse` and `fetch` accept, in bytes. Parsing runs
+/// in one call that the CPU limit cannot stop. A host of many long `xn--`
+/// labels costs about 0.13 ms per label (measured), so a 30 MB host ran
+/// for 4 s. At this length parsing takes about 10 ms.
 pub const MAX_URL_BYTES: usize = 64 * 1024;
 
 /// Raises an error for a URL longer than [`MAX_URL_BYTES`].

@@ -27,7 +27,7 @@ pub struct RequestContext {
     /// Normalised path to forward in place of the raw one, set when
     /// normalisation removed dot-segments or repeated slashes.
     pub forward_path: Option<String>,
-    /// Why the script failed or the proxy rejected the request, for the
+    /// Reason the script failed or the proxy rejected the request, for the
     /// access log's `error` field.
     pub logged_error: Option<String>,
     /// Name of the origin this request was sent to.

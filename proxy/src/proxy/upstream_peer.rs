@@ -90,7 +90,8 @@ pub async fn fail(session: &mut Session, error: &Error, ctx: &mut RequestContext
         );
     }
     if status > 0 && session.response_written().is_none() {
-        // The connection closes after this response, and says so.
+        // The connection closes after this response, and the response
+        // carries `Connection: close`.
         session.set_keepalive(None);
         if let Err(e) = respond::error(session, status, message, &ctx.request_id, &[]).await {
             tracing::debug!(request_id = %ctx.request_id, error = %e, "cannot write error response");
